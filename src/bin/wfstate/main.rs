@@ -1,0 +1,425 @@
+//! The `wfstate` command: argument parsing and output only; everything it
+//! does is a library call.
+
+mod demo;
+
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use serde_json::{Value, json};
+use std::io::{IsTerminal, Read};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+use wfstate::pointer::{self, Edit};
+use wfstate::store::{self, DEFAULT_MAX_STATE_BYTES};
+use wfstate::{Error, InitOutcome, STORE_DIR_NAME, StateDoc, Store, StoreOptions};
+
+const AFTER_HELP: &str = "\
+Exit codes:
+  0  success
+  1  not found, or another failure (I/O, lock misuse, size limit)
+  2  usage error, invalid name or invalid input
+  3  integrity error: corrupt, truncated or unsupported data (left untouched)
+  4  conflict: the generation moved (--expect-generation)
+  5  timed out waiting for a lock";
+
+#[derive(Parser)]
+#[command(name = "wfstate", version, about = "Durable, verifiable state for long-running workflows", after_help = AFTER_HELP)]
+struct Cli {
+    /// The store folder itself (default: nearest .wfstate/ up from the current directory)
+    #[arg(long, global = true, env = "WFSTATE_STORE", value_name = "DIR")]
+    store: Option<PathBuf>,
+    /// Print exactly one JSON value on stdout
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a store (./.wfstate, or the folder --store names)
+    Init,
+    /// Read and write workflow state
+    #[command(subcommand)]
+    State(StateCommand),
+    /// A short tour in a temporary store
+    Demo,
+}
+
+#[derive(Subcommand)]
+enum StateCommand {
+    /// List workflows with their generation (exit 3 if any state is corrupt)
+    List,
+    /// Print a workflow's state data
+    Get {
+        workflow: String,
+        /// Print only the value at this JSON pointer (RFC 6901)
+        #[arg(long, value_name = "/json/pointer")]
+        pointer: Option<String>,
+    },
+    /// Replace a workflow's state with a JSON document
+    #[command(group = clap::ArgGroup::new("source").required(true))]
+    Set {
+        workflow: String,
+        /// Read the document from this file
+        #[arg(long, group = "source", value_name = "F")]
+        file: Option<PathBuf>,
+        /// `-`: read the document from stdin
+        #[arg(group = "source", value_parser = clap::builder::PossibleValuesParser::new(["-"]))]
+        stdin: Option<String>,
+        /// Save only if the current generation is N (0: only if no state exists)
+        #[arg(long, value_name = "N")]
+        expect_generation: Option<u64>,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+    /// Edit a workflow's state in one locked read-modify-write
+    #[command(group = clap::ArgGroup::new("edits").required(true).multiple(true))]
+    Update {
+        workflow: String,
+        /// Put a JSON value at a pointer, e.g. --set '/phase="test"' (repeatable)
+        #[arg(long = "set", value_name = "/pointer=JSON", group = "edits")]
+        sets: Vec<String>,
+        /// Add N (default 1) to the integer at a pointer (repeatable)
+        #[arg(long = "incr", value_name = "/pointer[=N]", group = "edits")]
+        incrs: Vec<String>,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+    /// Verify a workflow's state (format, checksum, name)
+    Verify { workflow: String },
+}
+
+#[derive(Args)]
+struct WaitArgs {
+    /// Seconds to wait for the workflow's lock
+    #[arg(long, value_name = "SECS", default_value_t = 60.0)]
+    timeout: f64,
+}
+
+fn main() -> ExitCode {
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    let json = cli.json;
+    match run(cli, &matches) {
+        Ok(outcome) => {
+            print_output(&outcome.output, json);
+            ExitCode::from(outcome.code)
+        }
+        Err(err) => {
+            let code = exit_code(&err);
+            eprintln!("wfstate: error: {err}");
+            if json {
+                let kind = error_kind(&err);
+                println!(
+                    "{}",
+                    json!({"error": {"kind": kind, "message": err.to_string(), "exit_code": code}})
+                );
+            }
+            ExitCode::from(code)
+        }
+    }
+}
+
+/// What a command produced: a JSON value, and text for humans.
+struct Output {
+    json: Value,
+    text: String,
+}
+
+struct Outcome {
+    output: Output,
+    code: u8,
+}
+
+impl Outcome {
+    fn ok(json: Value, text: String) -> Outcome {
+        Outcome {
+            output: Output { json, text },
+            code: 0,
+        }
+    }
+}
+
+fn print_output(output: &Output, json: bool) {
+    if json {
+        println!("{}", output.json);
+    } else if !output.text.is_empty() {
+        println!("{}", output.text.trim_end_matches('\n'));
+    }
+}
+
+/// The documented exit code of each error kind.
+fn exit_code(err: &Error) -> u8 {
+    match err {
+        Error::NotFound { .. }
+        | Error::StoreNotFound(_)
+        | Error::LockMisuse { .. }
+        | Error::TooLarge { .. }
+        | Error::Io { .. } => 1,
+        Error::InvalidName { .. } | Error::InvalidInput(_) => 2,
+        Error::Integrity { .. } => 3,
+        Error::Conflict { .. } => 4,
+        Error::LockTimeout { .. } => 5,
+    }
+}
+
+fn error_kind(err: &Error) -> &'static str {
+    match err {
+        Error::NotFound { .. } => "not_found",
+        Error::StoreNotFound(_) => "store_not_found",
+        Error::LockMisuse { .. } => "lock_misuse",
+        Error::TooLarge { .. } => "too_large",
+        Error::Io { .. } => "io",
+        Error::InvalidName { .. } => "invalid_name",
+        Error::InvalidInput(_) => "invalid_input",
+        Error::Integrity { .. } => "integrity",
+        Error::Conflict { .. } => "conflict",
+        Error::LockTimeout { .. } => "lock_timeout",
+    }
+}
+
+fn run(cli: Cli, matches: &ArgMatches) -> wfstate::Result<Outcome> {
+    let cwd = std::env::current_dir().map_err(|e| Error::io("get current directory", ".", e))?;
+    match cli.command {
+        Command::Init => {
+            let path = cli.store.unwrap_or_else(|| cwd.join(STORE_DIR_NAME));
+            let (_, outcome) = Store::init(&path, StoreOptions::default())?;
+            let created = outcome == InitOutcome::Created;
+            let text = if created {
+                format!("Initialized wfstate store at {}", path.display())
+            } else {
+                format!("{} is already a wfstate store", path.display())
+            };
+            Ok(Outcome::ok(
+                json!({"store": path.display().to_string(), "created": created}),
+                text,
+            ))
+        }
+        Command::Demo => demo::run(),
+        Command::State(command) => {
+            let state_matches = matches
+                .subcommand_matches("state")
+                .expect("clap matched the state subcommand");
+            let path = store::locate(cli.store.as_deref(), &cwd)?;
+            run_state(&path, command, state_matches)
+        }
+    }
+}
+
+fn open_store(path: &Path, wait: Option<&WaitArgs>) -> wfstate::Result<Store> {
+    let mut options = StoreOptions::default();
+    if let Some(wait) = wait {
+        if !(wait.timeout.is_finite() && wait.timeout >= 0.0) {
+            return Err(Error::InvalidInput(format!(
+                "--timeout must be a non-negative number of seconds, got {}",
+                wait.timeout
+            )));
+        }
+        options.lock_timeout = Some(Duration::from_secs_f64(wait.timeout));
+    }
+    options.on_lock_wait = Some(Arc::new(|notice| {
+        eprintln!(
+            "wfstate: waiting for lock {} ({})",
+            notice.lock,
+            notice.mode.as_str()
+        );
+    }));
+    Store::open(path, options)
+}
+
+fn saved(doc: &StateDoc) -> Outcome {
+    Outcome::ok(
+        json!({
+            "workflow": doc.workflow,
+            "generation": doc.generation,
+            "updated_at": doc.updated_at,
+            "checksum": doc.checksum,
+        }),
+        format!(
+            "saved {} generation {} ({})",
+            doc.workflow, doc.generation, doc.checksum
+        ),
+    )
+}
+
+fn run_state(path: &Path, command: StateCommand, matches: &ArgMatches) -> wfstate::Result<Outcome> {
+    match command {
+        StateCommand::List => {
+            let store = open_store(path, None)?;
+            let mut rows = Vec::new();
+            let mut text = String::new();
+            let mut corrupt = 0;
+            for name in store.list_workflows()? {
+                match store.load(&name) {
+                    Ok(doc) => {
+                        text.push_str(&format!(
+                            "{name}\tgeneration {}\t{}\n",
+                            doc.generation, doc.updated_at
+                        ));
+                        rows.push(json!({"workflow": name, "generation": doc.generation, "updated_at": doc.updated_at}));
+                    }
+                    Err(err) => {
+                        corrupt += 1;
+                        eprintln!("wfstate: {err}");
+                        text.push_str(&format!("{name}\tCORRUPT\n"));
+                        rows.push(json!({"workflow": name, "error": err.to_string()}));
+                    }
+                }
+            }
+            let mut outcome = Outcome::ok(Value::Array(rows), text);
+            if corrupt > 0 {
+                outcome.code = 3;
+            }
+            Ok(outcome)
+        }
+        StateCommand::Get { workflow, pointer } => {
+            let store = open_store(path, None)?;
+            let doc = store.load(&workflow)?;
+            let value = match &pointer {
+                None => doc.data.clone(),
+                Some(p) => pointer::get(&doc.data, p)?
+                    .cloned()
+                    .ok_or_else(|| Error::NotFound {
+                        what: format!("pointer {p} in workflow {workflow:?}"),
+                        path: None,
+                    })?,
+            };
+            let text = serde_json::to_string_pretty(&value).expect("a Value always serializes");
+            let mut json = json!({
+                "workflow": doc.workflow,
+                "generation": doc.generation,
+                "updated_at": doc.updated_at,
+                "checksum": doc.checksum,
+            });
+            if let Some(p) = pointer {
+                json["pointer"] = p.into();
+            }
+            json["data"] = value;
+            Ok(Outcome::ok(json, text))
+        }
+        StateCommand::Set {
+            workflow,
+            file,
+            stdin: _,
+            expect_generation,
+            wait,
+        } => {
+            let store = open_store(path, Some(&wait))?;
+            let data = read_document(file.as_deref())?;
+            Ok(saved(&store.save(&workflow, data, expect_generation)?))
+        }
+        StateCommand::Update { workflow, wait, .. } => {
+            let update_matches = matches
+                .subcommand_matches("update")
+                .expect("clap matched the update subcommand");
+            let edits = edits_in_command_line_order(update_matches)?;
+            let store = open_store(path, Some(&wait))?;
+            let doc = store.update(&workflow, |data| {
+                edits.iter().try_for_each(|edit| edit.apply(data))
+            })?;
+            Ok(saved(&doc))
+        }
+        StateCommand::Verify { workflow } => {
+            let store = open_store(path, None)?;
+            let doc = store.verify(&workflow)?;
+            Ok(Outcome::ok(
+                json!({"workflow": doc.workflow, "ok": true, "generation": doc.generation, "checksum": doc.checksum}),
+                format!(
+                    "{}: ok (generation {}, {})",
+                    doc.workflow, doc.generation, doc.checksum
+                ),
+            ))
+        }
+    }
+}
+
+/// `--set` and `--incr` apply in the order they were given, so
+/// `--set /n=5 --incr /n` yields 6.
+fn edits_in_command_line_order(matches: &ArgMatches) -> wfstate::Result<Vec<Edit>> {
+    let mut indexed: Vec<(usize, Edit)> = Vec::new();
+    for (id, parse) in [
+        ("sets", parse_set as fn(&str) -> wfstate::Result<Edit>),
+        ("incrs", parse_incr),
+    ] {
+        let (Some(values), Some(indices)) =
+            (matches.get_many::<String>(id), matches.indices_of(id))
+        else {
+            continue;
+        };
+        for (value, index) in values.zip(indices) {
+            indexed.push((index, parse(value)?));
+        }
+    }
+    indexed.sort_by_key(|(index, _)| *index);
+    Ok(indexed.into_iter().map(|(_, edit)| edit).collect())
+}
+
+fn parse_set(arg: &str) -> wfstate::Result<Edit> {
+    let (pointer, raw) = arg
+        .split_once('=')
+        .ok_or_else(|| Error::InvalidInput(format!("--set {arg:?}: expected /pointer=JSON")))?;
+    pointer::parse(pointer)?;
+    let value = serde_json::from_str(raw).map_err(|e| {
+        Error::InvalidInput(format!(
+            "--set {arg:?}: the value is not JSON ({e}); quote strings, e.g. --set '{pointer}=\"text\"'"
+        ))
+    })?;
+    Ok(Edit::Set {
+        pointer: pointer.to_string(),
+        value,
+    })
+}
+
+fn parse_incr(arg: &str) -> wfstate::Result<Edit> {
+    let (pointer, by) = match arg.split_once('=') {
+        Some((p, n)) => {
+            let by = n.parse::<i64>().map_err(|_| {
+                Error::InvalidInput(format!("--incr {arg:?}: {n:?} is not an integer"))
+            })?;
+            (p, by)
+        }
+        None => (arg, 1),
+    };
+    pointer::parse(pointer)?;
+    Ok(Edit::Increment {
+        pointer: pointer.to_string(),
+        by,
+    })
+}
+
+/// Reads a JSON document from `file`, or from stdin when `None`, refusing
+/// more than the state size limit before parsing anything.
+fn read_document(file: Option<&Path>) -> wfstate::Result<Value> {
+    let limit = DEFAULT_MAX_STATE_BYTES;
+    let (label, mut reader): (String, Box<dyn Read>) = match file {
+        Some(path) => (
+            path.display().to_string(),
+            Box::new(std::fs::File::open(path).map_err(|e| Error::io("open", path, e))?),
+        ),
+        None => {
+            if std::io::stdin().is_terminal() {
+                eprintln!("wfstate: reading the JSON document from stdin (end with Ctrl-D)");
+            }
+            ("stdin".to_string(), Box::new(std::io::stdin()))
+        }
+    };
+    let mut bytes = Vec::new();
+    (&mut reader)
+        .take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::io("read", &label, e))?;
+    if bytes.len() as u64 > limit {
+        return Err(Error::TooLarge {
+            what: label,
+            size: bytes.len() as u64,
+            limit,
+        });
+    }
+    serde_json::from_slice(&bytes)
+        .map_err(|e| Error::InvalidInput(format!("{label} is not a JSON document: {e}")))
+}

@@ -1,0 +1,350 @@
+//! Every byte the store persists goes through this module, and nothing else
+//! in the crate calls fsync, rename or unlink on store files. Keeping the
+//! protocol in one place is what lets it be reviewed against the crash model
+//! in `docs/DESIGN.md` (and, later, run over a simulated filesystem).
+//!
+//! The replace protocol (`replace_file`):
+//! 1. create `.<target>.tmp-<pid>-<n>` in the target's directory with
+//!    O_CREAT|O_EXCL|O_NOFOLLOW|O_CLOEXEC: a fresh inode nobody else writes,
+//!    never a pre-planted symlink;
+//! 2. write every byte;
+//! 3. fsync the temp file, so its data is on disk before any name points at it;
+//! 4. rename it over the target: readers see the old or the new file, whole;
+//! 5. fsync the directory, so the rename itself survives a power cut.
+//!
+//! Any failure removes the temp file and reports the error; the target keeps
+//! its previous version unless step 5 failed (then the new version is
+//! visible but its durability is unknown, and the error says so). A failed
+//! fsync is never retried: after an fsync error Linux may have dropped the
+//! dirty pages and a second fsync would report success for data that is gone.
+
+use crate::error::{Error, Result};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufWriter, Read, Write};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Marker that every temp file name carries, so `health` can find leftovers.
+pub const TEMP_MARKER: &str = ".tmp-";
+
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+fn no_follow() -> i32 {
+    rustix::fs::OFlags::NOFOLLOW.bits() as i32
+}
+
+/// Replaces `target` with the bytes `write` produces, atomically and durably
+/// (the five steps in the module documentation). `write` may stop early with
+/// an error, which aborts the replacement and leaves `target` untouched.
+pub fn replace_file(
+    target: &Path,
+    write: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+) -> Result<()> {
+    let dir = parent_of(target)?;
+    let (tmp_path, file) = create_temp_beside(target)?;
+    let written = write_and_sync(file, write);
+    if let Err((op, source)) = written {
+        discard_temp(&tmp_path);
+        return Err(Error::io(op, &tmp_path, source));
+    }
+    if let Err(source) = fs::rename(&tmp_path, target) {
+        discard_temp(&tmp_path);
+        return Err(Error::io("rename into place", target, source));
+    }
+    sync_dir(dir).map_err(|e| match e {
+        Error::Io { path, source, .. } => Error::Io {
+            op: "fsync directory (new version visible, durability unknown)",
+            path,
+            source,
+        },
+        other => other,
+    })
+}
+
+/// Convenience wrapper of [`replace_file`] for bytes already in memory.
+pub fn replace_file_with_bytes(target: &Path, bytes: &[u8]) -> Result<()> {
+    replace_file(target, |w| w.write_all(bytes))
+}
+
+fn write_and_sync(
+    file: File,
+    write: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+) -> std::result::Result<(), (&'static str, io::Error)> {
+    let mut buffered = BufWriter::with_capacity(64 * 1024, file);
+    write(&mut buffered).map_err(|e| ("write", e))?;
+    let file = buffered
+        .into_inner()
+        .map_err(|e| ("write", e.into_error()))?;
+    file.sync_all().map_err(|e| ("fsync", e))
+}
+
+fn create_temp_beside(target: &Path) -> Result<(PathBuf, File)> {
+    let dir = parent_of(target)?;
+    let file_name = target
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| Error::InvalidInput(format!("{} has no file name", target.display())))?;
+    loop {
+        let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let tmp_path = dir.join(format!(
+            ".{file_name}{TEMP_MARKER}{}-{n}",
+            std::process::id()
+        ));
+        let opened = OpenOptions::new()
+            .write(true)
+            .create_new(true) // O_CREAT|O_EXCL: never reuse or follow an existing name
+            .custom_flags(no_follow())
+            .open(&tmp_path);
+        match opened {
+            Ok(file) => return Ok((tmp_path, file)),
+            // A leftover of an earlier process with the same pid: pick the next name.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(Error::io("create temp file", tmp_path, e)),
+        }
+    }
+}
+
+fn discard_temp(tmp_path: &Path) {
+    // Best effort: the operation already failed and that error is what the
+    // caller must see. A temp file left behind is found by `health`.
+    let _ = fs::remove_file(tmp_path);
+}
+
+fn parent_of(path: &Path) -> Result<&Path> {
+    path.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .ok_or_else(|| Error::InvalidInput(format!("{} has no parent directory", path.display())))
+}
+
+/// fsync of a directory: makes creations, renames and removals of its
+/// entries durable.
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    let handle = File::open(dir).map_err(|e| Error::io("open directory", dir, e))?;
+    handle
+        .sync_all()
+        .map_err(|e| Error::io("fsync directory", dir, e))
+}
+
+/// Creates `dir` (one level) if it does not exist and makes its existence
+/// durable: fsync of the new directory and of its parent. An existing
+/// directory is accepted only if it is a real directory, not a symlink.
+pub fn create_dir(dir: &Path) -> Result<()> {
+    match fs::create_dir(dir) {
+        Ok(()) => {
+            sync_dir(dir)?;
+            sync_dir(parent_of(dir)?)
+        }
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => require_real_dir(dir),
+        Err(e) => Err(Error::io("create directory", dir, e)),
+    }
+}
+
+/// Refuses anything but a real directory at `dir` (a symlink could point the
+/// store's writes anywhere).
+pub fn require_real_dir(dir: &Path) -> Result<()> {
+    let meta = fs::symlink_metadata(dir).map_err(|e| Error::io("inspect", dir, e))?;
+    if meta.is_dir() {
+        Ok(())
+    } else {
+        Err(Error::integrity(
+            dir,
+            format!("expected a directory, found {}", describe_type(&meta)),
+        ))
+    }
+}
+
+/// Removes `path` and makes the removal durable (fsync of its directory).
+pub fn remove_file(path: &Path) -> Result<()> {
+    fs::remove_file(path).map_err(|e| Error::io("remove", path, e))?;
+    sync_dir(parent_of(path)?)
+}
+
+/// What a bounded read found.
+pub enum ReadOutcome {
+    Found(Vec<u8>),
+    Missing,
+}
+
+/// Reads a whole store file, refusing symlinks and non-regular files and
+/// anything larger than `limit` bytes.
+pub fn read_file(path: &Path, limit: u64) -> Result<ReadOutcome> {
+    let opened = OpenOptions::new()
+        .read(true)
+        .custom_flags(no_follow())
+        .open(path);
+    let file = match opened {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(ReadOutcome::Missing),
+        // ELOOP is how O_NOFOLLOW reports a symlink.
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
+            return Err(Error::integrity(
+                path,
+                "is a symlink; the store never follows symlinks",
+            ));
+        }
+        Err(e) => return Err(Error::io("open", path, e)),
+    };
+    let meta = file.metadata().map_err(|e| Error::io("stat", path, e))?;
+    if !meta.file_type().is_file() {
+        return Err(Error::integrity(
+            path,
+            format!("expected a regular file, found {}", describe_type(&meta)),
+        ));
+    }
+    if meta.len() > limit {
+        return Err(Error::TooLarge {
+            what: path.display().to_string(),
+            size: meta.len(),
+            limit,
+        });
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    // `take` guards against a file that grows between stat and read.
+    file.take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::io("read", path, e))?;
+    if bytes.len() as u64 > limit {
+        return Err(Error::TooLarge {
+            what: path.display().to_string(),
+            size: bytes.len() as u64,
+            limit,
+        });
+    }
+    Ok(ReadOutcome::Found(bytes))
+}
+
+/// Opens (creating if needed) a file that is never replaced or removed, such
+/// as a lock file, refusing symlinks and non-regular files. Creation is not
+/// made durable: such files carry no data that must survive a crash.
+pub fn open_stable_file(path: &Path) -> Result<File> {
+    let opened = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .custom_flags(no_follow())
+        .open(path);
+    let file = match opened {
+        Ok(f) => f,
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
+            return Err(Error::integrity(
+                path,
+                "is a symlink; the store never follows symlinks",
+            ));
+        }
+        Err(e) => return Err(Error::io("open", path, e)),
+    };
+    let meta = file.metadata().map_err(|e| Error::io("stat", path, e))?;
+    if !meta.file_type().is_file() {
+        return Err(Error::integrity(
+            path,
+            format!("expected a regular file, found {}", describe_type(&meta)),
+        ));
+    }
+    Ok(file)
+}
+
+fn describe_type(meta: &fs::Metadata) -> &'static str {
+    let t = meta.file_type();
+    if t.is_symlink() {
+        "a symlink"
+    } else if t.is_dir() {
+        "a directory"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_block_device() || t.is_char_device() {
+        "a device"
+    } else {
+        "a regular file"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names_in(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn replace_leaves_only_the_target_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("a.json");
+        replace_file_with_bytes(&target, b"one").unwrap();
+        replace_file_with_bytes(&target, b"two").unwrap();
+        assert_eq!(fs::read(&target).unwrap(), b"two");
+        assert_eq!(names_in(dir.path()), ["a.json"]);
+    }
+
+    #[test]
+    fn failed_write_keeps_previous_version_and_removes_temp() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("a.json");
+        replace_file_with_bytes(&target, b"previous").unwrap();
+        let err = replace_file(&target, |w| {
+            w.write_all(b"partial")?;
+            Err(io::Error::other("disk full (simulated by the writer)"))
+        })
+        .unwrap_err();
+        assert!(matches!(err, Error::Io { op: "write", .. }), "{err}");
+        assert_eq!(fs::read(&target).unwrap(), b"previous");
+        assert_eq!(names_in(dir.path()), ["a.json"]);
+    }
+
+    #[test]
+    fn reads_refuse_symlinks_and_oversized_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real");
+        fs::write(&real, b"0123456789").unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let err = read_file(&link, 100).err().unwrap();
+        assert!(err.to_string().contains("symlink"), "{err}");
+        let err = read_file(&real, 5).err().unwrap();
+        assert!(
+            matches!(
+                err,
+                Error::TooLarge {
+                    size: 10,
+                    limit: 5,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(matches!(
+            read_file(&dir.path().join("none"), 5),
+            Ok(ReadOutcome::Missing)
+        ));
+    }
+
+    #[test]
+    fn stable_files_refuse_symlinks_and_touch_nothing_outside() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let victim = outside.path().join("victim");
+        let link = dir.path().join("x.lock");
+        std::os::unix::fs::symlink(&victim, &link).unwrap();
+        assert!(open_stable_file(&link).is_err());
+        assert!(
+            !victim.exists(),
+            "nothing may be created through the symlink"
+        );
+    }
+
+    #[test]
+    fn create_dir_refuses_a_symlink_in_place_of_a_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let link = dir.path().join("state");
+        std::os::unix::fs::symlink(dir.path(), &link).unwrap();
+        assert!(matches!(create_dir(&link), Err(Error::Integrity { .. })));
+    }
+}

@@ -1,0 +1,103 @@
+//! The library's one error type. Each variant is something a caller can act
+//! on; the CLI maps variants to documented exit codes (see `docs/DESIGN.md`).
+
+use std::io;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Result alias used throughout the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A workflow or lock name broke the naming rule.
+    #[error(
+        "invalid name {name:?}: {reason} (names must match ^[A-Za-z0-9][A-Za-z0-9._-]{{0,127}}$)"
+    )]
+    InvalidName { name: String, reason: &'static str },
+
+    /// Bad input that is not a name: unparsable JSON, a bad pointer, an
+    /// edit that cannot apply to the data it targets.
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+
+    /// No store could be found or opened at the expected place.
+    #[error("{0}")]
+    StoreNotFound(String),
+
+    /// Something the caller named does not exist.
+    #[error("{what} not found{}", path_suffix(.path))]
+    NotFound { what: String, path: Option<PathBuf> },
+
+    /// Stored bytes failed verification: corrupt, truncated, tampered or of
+    /// a format this build does not read. The file is never modified.
+    #[error("integrity error in {}: {problem}", path.display())]
+    Integrity { path: PathBuf, problem: String },
+
+    /// A compare-and-swap save found another generation than expected.
+    #[error("conflict on workflow {workflow:?}: expected generation {expected}, found {actual}")]
+    Conflict {
+        workflow: String,
+        expected: u64,
+        actual: u64,
+    },
+
+    /// A lock could not be acquired within the allowed time.
+    #[error("timed out after {:.3}s waiting for lock {lock:?}{}", waited.as_secs_f64(), holder_suffix(.holder))]
+    LockTimeout {
+        lock: String,
+        waited: Duration,
+        holder: Option<String>,
+    },
+
+    /// A lock request that can never succeed as asked (for example an
+    /// exclusive request by a thread that holds the same lock shared, which
+    /// would otherwise deadlock on itself).
+    #[error("lock {lock:?}: {problem}")]
+    LockMisuse { lock: String, problem: String },
+
+    /// A document larger than the configured limit.
+    #[error("{what} is {size} bytes, over the limit of {limit} bytes")]
+    TooLarge { what: String, size: u64, limit: u64 },
+
+    /// An operating-system call failed. `op` names the operation.
+    #[error("{op} {}: {source}", path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn path_suffix(path: &Option<PathBuf>) -> String {
+    match path {
+        Some(p) => format!(" ({})", p.display()),
+        None => String::new(),
+    }
+}
+
+fn holder_suffix(holder: &Option<String>) -> String {
+    match holder {
+        Some(h) => format!(" (held by {h})"),
+        None => String::new(),
+    }
+}
+
+impl Error {
+    /// Shorthand for wrapping an `io::Error` with the operation and path.
+    pub fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        Error::Io {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub fn integrity(path: impl Into<PathBuf>, problem: impl Into<String>) -> Self {
+        Error::Integrity {
+            path: path.into(),
+            problem: problem.into(),
+        }
+    }
+}

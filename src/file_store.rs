@@ -1,0 +1,297 @@
+//! The embedded file backend: one directory per store.
+//!
+//! ```text
+//! <store>/format              {"format": "wfstate.store/1"}, written last by init
+//! <store>/state/<wf>.json     one state envelope per workflow
+//! <store>/locks/<name>.lock   lock files (never deleted)
+//! ```
+//! Every write goes through `durable`; every state write happens under the
+//! workflow's exclusive lock.
+
+use crate::clock;
+use crate::durable::{self, ReadOutcome, TEMP_MARKER};
+use crate::error::{Error, Result};
+use crate::lock::LockManager;
+use crate::name::validate_name;
+use crate::state::StateDoc;
+use crate::store::{Backend, InitOutcome, StoreOptions};
+use serde_json::{Map, Value};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+/// Format id of the store marker.
+pub const STORE_FORMAT: &str = "wfstate.store/1";
+const FORMAT_FILE: &str = "format";
+const STATE_DIR: &str = "state";
+const LOCK_DIR: &str = "locks";
+const MARKER_LIMIT: u64 = 4096;
+
+pub struct FileBackend {
+    root: PathBuf,
+    options: StoreOptions,
+    locks: LockManager,
+}
+
+impl FileBackend {
+    /// Creates the store layout at `root`. The format marker is written
+    /// last, so a crash mid-init leaves a folder that init accepts again.
+    pub fn init(root: &Path) -> Result<InitOutcome> {
+        if root.exists() {
+            durable::require_real_dir(root)?;
+            if root.join(FORMAT_FILE).exists() {
+                read_marker(root)?;
+                return Ok(InitOutcome::AlreadyInitialized);
+            }
+            refuse_foreign_contents(root)?;
+        } else if let Some(parent) = root.parent().filter(|p| !p.as_os_str().is_empty()) {
+            if !parent.is_dir() {
+                return Err(Error::NotFound {
+                    what: format!("parent directory of store {}", root.display()),
+                    path: Some(parent.to_path_buf()),
+                });
+            }
+        }
+        durable::create_dir(root)?;
+        durable::create_dir(&root.join(STATE_DIR))?;
+        durable::create_dir(&root.join(LOCK_DIR))?;
+        let marker = serde_json::json!({ "format": STORE_FORMAT });
+        durable::replace_file_with_bytes(
+            &root.join(FORMAT_FILE),
+            format!("{marker}\n").as_bytes(),
+        )?;
+        Ok(InitOutcome::Created)
+    }
+
+    pub fn open(root: &Path, options: StoreOptions) -> Result<FileBackend> {
+        durable::require_real_dir(root).map_err(|e| match e {
+            Error::Io { source, .. } if source.kind() == io::ErrorKind::NotFound => {
+                Error::StoreNotFound(format!(
+                    "no wfstate store at {}; create one with `wfstate init`",
+                    root.display()
+                ))
+            }
+            other => other,
+        })?;
+        read_marker(root)?;
+        durable::require_real_dir(&root.join(STATE_DIR))?;
+        let locks = LockManager::open(root.join(LOCK_DIR))?;
+        Ok(FileBackend {
+            root: root.to_path_buf(),
+            options,
+            locks,
+        })
+    }
+
+    /// The lock manager over this store's lock folder.
+    pub fn locks(&self) -> &LockManager {
+        &self.locks
+    }
+
+    fn state_path(&self, workflow: &str) -> Result<PathBuf> {
+        validate_name(workflow)?;
+        Ok(self.root.join(STATE_DIR).join(format!("{workflow}.json")))
+    }
+
+    fn lock_workflow(&self, workflow: &str) -> Result<crate::lock::LockGuard> {
+        let hook = self.options.on_lock_wait.clone();
+        let notify = move |n: &crate::lock::WaitNotice| {
+            if let Some(h) = &hook {
+                h(n)
+            }
+        };
+        self.locks
+            .workflow_exclusive(workflow, self.options.lock_timeout, Some(&notify))
+    }
+
+    /// Writes the next generation. The caller holds the workflow's lock and
+    /// passes the generation it read under that lock.
+    fn write_next(&self, workflow: &str, current: u64, data: Value) -> Result<StateDoc> {
+        let path = self.state_path(workflow)?;
+        let doc = StateDoc::seal(workflow, current + 1, clock::now_rfc3339(), data);
+        let limit = self.options.max_state_bytes;
+        let written = durable::replace_file(&path, |out| {
+            let mut limited = LimitedWriter {
+                inner: out,
+                written: 0,
+                limit,
+            };
+            doc.write_to(&mut limited)
+        });
+        match written {
+            Err(Error::Io { source, .. })
+                if source.get_ref().is_some_and(|e| e.is::<OverLimit>()) =>
+            {
+                Err(Error::TooLarge {
+                    what: format!("state of workflow {workflow:?}"),
+                    size: source
+                        .into_inner()
+                        .and_then(|e| e.downcast::<OverLimit>().ok())
+                        .map_or(limit + 1, |o| o.0),
+                    limit,
+                })
+            }
+            other => other.map(|()| doc),
+        }
+    }
+}
+
+impl Backend for FileBackend {
+    fn location(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    fn load(&self, workflow: &str) -> Result<Option<StateDoc>> {
+        let path = self.state_path(workflow)?;
+        match durable::read_file(&path, self.options.max_state_bytes)? {
+            ReadOutcome::Missing => Ok(None),
+            ReadOutcome::Found(bytes) => StateDoc::decode(&bytes, &path, workflow).map(Some),
+        }
+    }
+
+    fn save(
+        &self,
+        workflow: &str,
+        data: Value,
+        expected_generation: Option<u64>,
+    ) -> Result<StateDoc> {
+        let _guard = self.lock_workflow(workflow)?;
+        // A corrupt current state stops the save: overwriting it would
+        // silently destroy the evidence and whatever could be recovered.
+        let current = self.load(workflow)?.map_or(0, |d| d.generation);
+        if let Some(expected) = expected_generation {
+            if expected != current {
+                return Err(Error::Conflict {
+                    workflow: workflow.to_string(),
+                    expected,
+                    actual: current,
+                });
+            }
+        }
+        self.write_next(workflow, current, data)
+    }
+
+    fn update(
+        &self,
+        workflow: &str,
+        edit: &mut dyn FnMut(&mut Value) -> Result<()>,
+    ) -> Result<StateDoc> {
+        let _guard = self.lock_workflow(workflow)?;
+        let (current, mut data) = match self.load(workflow)? {
+            Some(doc) => (doc.generation, doc.data),
+            None => (0, Value::Object(Map::new())),
+        };
+        edit(&mut data)?;
+        self.write_next(workflow, current, data)
+    }
+
+    fn list_workflows(&self) -> Result<Vec<String>> {
+        let dir = self.root.join(STATE_DIR);
+        let entries = std::fs::read_dir(&dir).map_err(|e| Error::io("list", &dir, e))?;
+        let mut names = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| Error::io("list", &dir, e))?;
+            let file_name = entry.file_name();
+            let Some(file_name) = file_name.to_str() else {
+                continue;
+            };
+            if file_name.contains(TEMP_MARKER) {
+                continue;
+            }
+            if let Some(stem) = file_name.strip_suffix(".json") {
+                if validate_name(stem).is_ok() {
+                    names.push(stem.to_string());
+                }
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+}
+
+fn read_marker(root: &Path) -> Result<()> {
+    let path = root.join(FORMAT_FILE);
+    let bytes = match durable::read_file(&path, MARKER_LIMIT)? {
+        ReadOutcome::Found(b) => b,
+        ReadOutcome::Missing => {
+            return Err(Error::StoreNotFound(format!(
+                "{} is not a wfstate store (no format marker at {}); create one with `wfstate init`",
+                root.display(),
+                path.display()
+            )));
+        }
+    };
+    let format = serde_json::from_slice::<Value>(&bytes)
+        .ok()
+        .and_then(|v| v.get("format").and_then(Value::as_str).map(str::to_string));
+    match format {
+        Some(f) if f == STORE_FORMAT => Ok(()),
+        Some(f) => Err(Error::integrity(
+            &path,
+            format!(
+                "store format {f:?} is not supported by this build (it reads {STORE_FORMAT:?})"
+            ),
+        )),
+        None => Err(Error::integrity(
+            &path,
+            format!(
+                "format marker is not JSON with a \"format\" member (expected {STORE_FORMAT:?})"
+            ),
+        )),
+    }
+}
+
+/// `init` adopts an existing folder only if it is empty or holds what an
+/// interrupted init leaves behind; anything else is someone's data.
+fn refuse_foreign_contents(root: &Path) -> Result<()> {
+    let entries = std::fs::read_dir(root).map_err(|e| Error::io("list", root, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io("list", root, e))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let leftover_of_init = name == STATE_DIR
+            || name == LOCK_DIR
+            || name.starts_with(&format!(".{FORMAT_FILE}{TEMP_MARKER}"));
+        if !leftover_of_init {
+            return Err(Error::InvalidInput(format!(
+                "{} exists, is not empty and is not a wfstate store (found {name:?}); \
+                 refusing to turn it into one",
+                root.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Marks the write error raised when a document outgrows the size limit.
+#[derive(Debug)]
+struct OverLimit(u64);
+
+impl std::fmt::Display for OverLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "document exceeds the size limit after {} bytes", self.0)
+    }
+}
+
+impl std::error::Error for OverLimit {}
+
+/// Stops a write as soon as it passes the limit, so an oversized state is
+/// refused without first filling the disk with it.
+struct LimitedWriter<'a> {
+    inner: &'a mut dyn Write,
+    written: u64,
+    limit: u64,
+}
+
+impl Write for LimitedWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.written += buf.len() as u64;
+        if self.written > self.limit {
+            return Err(io::Error::other(OverLimit(self.written)));
+        }
+        self.inner.write_all(buf)?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}

@@ -1,0 +1,25 @@
+//! wfstate: durable, verifiable state for long-running workflows.
+//!
+//! A [`Store`] holds one JSON document per workflow, versioned by a
+//! generation counter and protected by a checksum. Saves are atomic and
+//! durable; [`Store::update`] is a locked read-modify-write that never loses
+//! a concurrent update. See `docs/DESIGN.md` for the on-disk layout and the
+//! commit protocol.
+
+pub mod canonical;
+pub mod clock;
+pub mod durable;
+mod error;
+pub mod file_store;
+pub mod integrity;
+pub mod lock;
+mod name;
+pub mod pointer;
+pub mod state;
+pub mod store;
+
+pub use error::{Error, Result};
+pub use lock::{LockGuard, LockManager, LockMode};
+pub use name::{MAX_NAME_LEN, validate_name};
+pub use state::{STATE_FORMAT, StateDoc};
+pub use store::{Backend, InitOutcome, STORE_DIR_NAME, Store, StoreOptions};

@@ -1,0 +1,207 @@
+//! The state envelope: how one workflow's state is laid out as bytes and
+//! verified when read back.
+//!
+//! ```json
+//! {
+//!   "format": "wfstate.state/1",
+//!   "workflow": "release",
+//!   "generation": 7,
+//!   "updated_at": "2026-11-26T18:35:29.123456Z",
+//!   "checksum": "sha256:…",
+//!   "data": { … }
+//! }
+//! ```
+//! `checksum` covers the canonical JSON (RFC 8785) of every other member.
+
+use crate::error::{Error, Result};
+use crate::integrity::{self, CHECKSUM_FIELD};
+use serde::Serialize;
+use serde_json::{Map, Value};
+use std::io::{self, Write};
+use std::path::Path;
+
+/// Format id of state documents this build reads and writes.
+pub const STATE_FORMAT: &str = "wfstate.state/1";
+const FORMAT_FAMILY: &str = "wfstate.state/";
+
+/// One verified version of a workflow's state.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StateDoc {
+    pub workflow: String,
+    /// 1 for the first save, +1 for every save after it.
+    pub generation: u64,
+    /// RFC 3339, UTC.
+    pub updated_at: String,
+    pub checksum: String,
+    pub data: Value,
+}
+
+/// Field order of the file: metadata first so a human sees it at the top.
+#[derive(Serialize)]
+struct OnDisk<'a> {
+    format: &'a str,
+    workflow: &'a str,
+    generation: u64,
+    updated_at: &'a str,
+    checksum: &'a str,
+    data: &'a Value,
+}
+
+impl StateDoc {
+    /// Seals `data` into a new document, computing its checksum.
+    pub fn seal(workflow: &str, generation: u64, updated_at: String, data: Value) -> StateDoc {
+        let mut covered = Map::new();
+        covered.insert("format".into(), STATE_FORMAT.into());
+        covered.insert("workflow".into(), workflow.into());
+        covered.insert("generation".into(), generation.into());
+        covered.insert("updated_at".into(), updated_at.clone().into());
+        covered.insert("data".into(), data);
+        let checksum = integrity::checksum_of(&covered);
+        let data = covered.remove("data").expect("inserted above");
+        StateDoc {
+            workflow: workflow.to_string(),
+            generation,
+            updated_at,
+            checksum,
+            data,
+        }
+    }
+
+    /// Writes the document as pretty-printed JSON.
+    pub fn write_to(&self, out: &mut dyn Write) -> io::Result<()> {
+        let on_disk = OnDisk {
+            format: STATE_FORMAT,
+            workflow: &self.workflow,
+            generation: self.generation,
+            updated_at: &self.updated_at,
+            checksum: &self.checksum,
+            data: &self.data,
+        };
+        serde_json::to_writer_pretty(&mut *out, &on_disk)?;
+        out.write_all(b"\n")
+    }
+
+    /// Parses and verifies a state file's bytes. `path` is named in every
+    /// error; `expected_workflow` guards against a file copied to the wrong
+    /// name.
+    pub fn decode(bytes: &[u8], path: &Path, expected_workflow: &str) -> Result<StateDoc> {
+        let bad = |problem: String| Error::integrity(path, problem);
+        let value: Value = serde_json::from_slice(bytes).map_err(|e| {
+            if e.is_eof() {
+                bad(format!("truncated or incomplete JSON ({e})"))
+            } else {
+                bad(format!("not valid JSON ({e})"))
+            }
+        })?;
+        let Value::Object(mut doc) = value else {
+            return Err(bad("expected a JSON object with a \"format\" member".into()));
+        };
+        match doc.get("format") {
+            Some(Value::String(f)) if f == STATE_FORMAT => {}
+            Some(Value::String(f)) if f.starts_with(FORMAT_FAMILY) => {
+                return Err(bad(format!(
+                    "state format {f:?} is not supported by this build (it reads {STATE_FORMAT:?})"
+                )));
+            }
+            Some(other) => {
+                return Err(bad(format!(
+                    "format is {other}, expected {STATE_FORMAT:?}: not a wfstate state file"
+                )));
+            }
+            None => {
+                return Err(bad(format!(
+                    "no \"format\" member, expected {STATE_FORMAT:?}: not a wfstate state file"
+                )));
+            }
+        }
+        integrity::verify(&doc).map_err(bad)?;
+        let workflow = take_string(&mut doc, "workflow").map_err(bad)?;
+        if workflow != expected_workflow {
+            return Err(bad(format!(
+                "holds workflow {workflow:?}, expected {expected_workflow:?}"
+            )));
+        }
+        let generation = match doc.get("generation").and_then(Value::as_u64) {
+            Some(g) if g >= 1 => g,
+            _ => return Err(bad("generation is missing or not a positive integer".into())),
+        };
+        let updated_at = take_string(&mut doc, "updated_at").map_err(bad)?;
+        let checksum = take_string(&mut doc, CHECKSUM_FIELD).map_err(bad)?;
+        let data = doc
+            .remove("data")
+            .ok_or_else(|| bad("data member is missing".into()))?;
+        Ok(StateDoc {
+            workflow,
+            generation,
+            updated_at,
+            checksum,
+            data,
+        })
+    }
+}
+
+fn take_string(doc: &mut Map<String, Value>, key: &str) -> std::result::Result<String, String> {
+    match doc.remove(key) {
+        Some(Value::String(s)) => Ok(s),
+        Some(_) => Err(format!("{key} is not a string")),
+        None => Err(format!("{key} member is missing")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn encoded(doc: &StateDoc) -> Vec<u8> {
+        let mut out = Vec::new();
+        doc.write_to(&mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn round_trips_through_bytes() {
+        let doc = StateDoc::seal(
+            "wf",
+            3,
+            "2026-01-01T00:00:00Z".into(),
+            json!({"n": [1, 2.5]}),
+        );
+        let back = StateDoc::decode(&encoded(&doc), Path::new("wf.json"), "wf").unwrap();
+        assert_eq!(back, doc);
+    }
+
+    #[test]
+    fn any_flipped_byte_fails_decoding() {
+        let doc = StateDoc::seal(
+            "wf",
+            1,
+            "2026-01-01T00:00:00Z".into(),
+            json!({"k": "value"}),
+        );
+        let bytes = encoded(&doc);
+        for i in 0..bytes.len() {
+            let mut corrupt = bytes.clone();
+            corrupt[i] ^= 0x01;
+            // Flipping whitespace can leave valid, identical JSON; every other
+            // flip must be caught.
+            if let Ok(back) = StateDoc::decode(&corrupt, Path::new("wf.json"), "wf") {
+                assert_eq!(back, doc, "byte {i} changed the content undetected");
+            }
+        }
+    }
+
+    #[test]
+    fn unknown_format_version_is_named() {
+        let bytes = br#"{"format":"wfstate.state/2","workflow":"wf"}"#;
+        let err = StateDoc::decode(bytes, Path::new("wf.json"), "wf").unwrap_err();
+        assert!(err.to_string().contains("wfstate.state/2"), "{err}");
+    }
+
+    #[test]
+    fn state_copied_under_another_name_is_refused() {
+        let doc = StateDoc::seal("a", 1, "2026-01-01T00:00:00Z".into(), json!(null));
+        let err = StateDoc::decode(&encoded(&doc), Path::new("b.json"), "b").unwrap_err();
+        assert!(err.to_string().contains("expected \"b\""), "{err}");
+    }
+}

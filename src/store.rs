@@ -1,0 +1,198 @@
+//! The store: where a caller opens, finds and creates state storage, and the
+//! small backend interface that keeps the CLI and higher layers away from
+//! paths. The embedded file backend lives in `file_store`; others (such as
+//! PostgreSQL) implement the same trait.
+
+use crate::error::{Error, Result};
+use crate::file_store::FileBackend;
+use crate::lock::WaitNotice;
+use crate::state::StateDoc;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Name of the store folder `init` creates and discovery looks for.
+pub const STORE_DIR_NAME: &str = ".wfstate";
+/// Default limit on one state file: 64 MiB.
+pub const DEFAULT_MAX_STATE_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Callback told when a state write has to wait for a workflow's lock.
+pub type WaitHook = Arc<dyn Fn(&WaitNotice) + Send + Sync>;
+
+/// Tunables of an opened store.
+#[derive(Clone)]
+pub struct StoreOptions {
+    /// Largest state file accepted on save or load.
+    pub max_state_bytes: u64,
+    /// How long a save or update waits for the workflow's lock; `None`
+    /// waits as long as the holder lives.
+    pub lock_timeout: Option<Duration>,
+    /// Called once when a save or update starts waiting for a lock.
+    pub on_lock_wait: Option<WaitHook>,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            max_state_bytes: DEFAULT_MAX_STATE_BYTES,
+            lock_timeout: Some(Duration::from_secs(60)),
+            on_lock_wait: None,
+        }
+    }
+}
+
+/// What every storage backend provides. Names passed in are unchecked; each
+/// backend validates them where it turns them into storage keys.
+pub trait Backend: Send + Sync {
+    /// Where the data lives, for messages.
+    fn location(&self) -> String;
+    /// The verified current state, or `None` if the workflow has none.
+    fn load(&self, workflow: &str) -> Result<Option<StateDoc>>;
+    /// Saves `data` as the next generation under the workflow's lock. With
+    /// `expected_generation`, fails with `Conflict` unless the current
+    /// generation is exactly that (0 meaning "no state yet").
+    fn save(
+        &self,
+        workflow: &str,
+        data: Value,
+        expected_generation: Option<u64>,
+    ) -> Result<StateDoc>;
+    /// Loads, applies `edit` and saves, all under the workflow's lock, so
+    /// concurrent updaters never lose an update. A missing state starts as
+    /// `{}`. If `edit` fails nothing is written.
+    fn update(
+        &self,
+        workflow: &str,
+        edit: &mut dyn FnMut(&mut Value) -> Result<()>,
+    ) -> Result<StateDoc>;
+    /// Names of all workflows that have state, sorted.
+    fn list_workflows(&self) -> Result<Vec<String>>;
+}
+
+/// An opened store.
+///
+/// ```no_run
+/// use wfstate::{Store, StoreOptions};
+/// let store = Store::open(".wfstate", StoreOptions::default())?;
+/// let doc = store.update("release", |data| {
+///     let n = data["builds"].as_i64().unwrap_or(0);
+///     data["builds"] = (n + 1).into();
+///     Ok(())
+/// })?;
+/// println!("generation {}", doc.generation);
+/// # Ok::<(), wfstate::Error>(())
+/// ```
+pub struct Store {
+    backend: Box<dyn Backend>,
+}
+
+/// Whether `init` made a new store or found one already there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InitOutcome {
+    Created,
+    AlreadyInitialized,
+}
+
+impl Store {
+    /// Creates a file store at `path` (the store folder itself), or accepts
+    /// an existing one.
+    pub fn init(path: &Path, options: StoreOptions) -> Result<(Store, InitOutcome)> {
+        let outcome = FileBackend::init(path)?;
+        Ok((Store::open(path, options)?, outcome))
+    }
+
+    /// Opens the file store at `path` (the store folder itself).
+    pub fn open(path: &Path, options: StoreOptions) -> Result<Store> {
+        Ok(Store::with_backend(Box::new(FileBackend::open(
+            path, options,
+        )?)))
+    }
+
+    /// A store over any backend.
+    pub fn with_backend(backend: Box<dyn Backend>) -> Store {
+        Store { backend }
+    }
+
+    pub fn location(&self) -> String {
+        self.backend.location()
+    }
+
+    /// The verified current state; `NotFound` if the workflow has none.
+    pub fn load(&self, workflow: &str) -> Result<StateDoc> {
+        self.backend.load(workflow)?.ok_or_else(|| Error::NotFound {
+            what: format!("workflow {workflow:?}"),
+            path: None,
+        })
+    }
+
+    /// Verifies the stored state (format, checksum, name) and returns it.
+    pub fn verify(&self, workflow: &str) -> Result<StateDoc> {
+        self.load(workflow)
+    }
+
+    /// See [`Backend::save`].
+    pub fn save(
+        &self,
+        workflow: &str,
+        data: Value,
+        expected_generation: Option<u64>,
+    ) -> Result<StateDoc> {
+        self.backend.save(workflow, data, expected_generation)
+    }
+
+    /// See [`Backend::update`].
+    pub fn update<F>(&self, workflow: &str, mut edit: F) -> Result<StateDoc>
+    where
+        F: FnMut(&mut Value) -> Result<()>,
+    {
+        self.backend.update(workflow, &mut edit)
+    }
+
+    pub fn list_workflows(&self) -> Result<Vec<String>> {
+        self.backend.list_workflows()
+    }
+}
+
+/// Finds the store folder: `explicit` (from `--store` or `WFSTATE_STORE`) if
+/// given, else the nearest `.wfstate/` in `start` or one of its ancestors.
+pub fn locate(explicit: Option<&Path>, start: &Path) -> Result<PathBuf> {
+    if let Some(path) = explicit {
+        return Ok(path.to_path_buf());
+    }
+    for dir in start.ancestors() {
+        let candidate = dir.join(STORE_DIR_NAME);
+        if candidate.is_dir() {
+            return Ok(candidate);
+        }
+    }
+    Err(Error::StoreNotFound(format!(
+        "no wfstate store in {} or any parent directory; create one with `wfstate init` \
+         (or name an existing one with --store DIR or WFSTATE_STORE)",
+        start.display()
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn discovery_walks_up_to_the_nearest_store() {
+        let top = tempfile::tempdir().unwrap();
+        let store = top.path().join(STORE_DIR_NAME);
+        std::fs::create_dir(&store).unwrap();
+        let deep = top.path().join("a/b/c");
+        std::fs::create_dir_all(&deep).unwrap();
+        assert_eq!(locate(None, &deep).unwrap(), store);
+        let explicit = top.path().join("elsewhere");
+        assert_eq!(locate(Some(&explicit), &deep).unwrap(), explicit);
+    }
+
+    #[test]
+    fn no_store_found_says_how_to_create_one() {
+        let top = tempfile::tempdir().unwrap();
+        let err = locate(None, top.path()).unwrap_err();
+        assert!(err.to_string().contains("wfstate init"), "{err}");
+    }
+}
