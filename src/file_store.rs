@@ -11,13 +11,14 @@
 use crate::clock;
 use crate::durable::{self, ReadOutcome, TEMP_MARKER};
 use crate::error::{Error, Result};
-use crate::lock::LockManager;
+use crate::lock::{LockGuard, LockManager, Notice, WaitNotice};
 use crate::name::validate_name;
 use crate::state::StateDoc;
 use crate::store::{Backend, InitOutcome, StoreOptions};
 use serde_json::{Map, Value};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// Format id of the store marker.
 pub const STORE_FORMAT: &str = "wfstate.store/1";
@@ -25,6 +26,9 @@ const FORMAT_FILE: &str = "format";
 const STATE_DIR: &str = "state";
 const LOCK_DIR: &str = "locks";
 const MARKER_LIMIT: u64 = 4096;
+/// Writers hold a workflow's lock for milliseconds; only a wait this long
+/// means something is holding it for real and is worth telling the user.
+const WORKFLOW_WAIT_NOTICE_AFTER: Duration = Duration::from_secs(1);
 
 pub struct FileBackend {
     root: PathBuf,
@@ -43,13 +47,13 @@ impl FileBackend {
                 return Ok(InitOutcome::AlreadyInitialized);
             }
             refuse_foreign_contents(root)?;
-        } else if let Some(parent) = root.parent().filter(|p| !p.as_os_str().is_empty()) {
-            if !parent.is_dir() {
-                return Err(Error::NotFound {
-                    what: format!("parent directory of store {}", root.display()),
-                    path: Some(parent.to_path_buf()),
-                });
-            }
+        } else if let Some(parent) = root.parent().filter(|p| !p.as_os_str().is_empty())
+            && !parent.is_dir()
+        {
+            return Err(Error::NotFound {
+                what: format!("parent directory of store {}", root.display()),
+                path: Some(parent.to_path_buf()),
+            });
         }
         durable::create_dir(root)?;
         durable::create_dir(&root.join(STATE_DIR))?;
@@ -92,15 +96,18 @@ impl FileBackend {
         Ok(self.root.join(STATE_DIR).join(format!("{workflow}.json")))
     }
 
-    fn lock_workflow(&self, workflow: &str) -> Result<crate::lock::LockGuard> {
-        let hook = self.options.on_lock_wait.clone();
-        let notify = move |n: &crate::lock::WaitNotice| {
-            if let Some(h) = &hook {
-                h(n)
+    fn lock_workflow(&self, workflow: &str) -> Result<LockGuard> {
+        let notify = |n: &WaitNotice| {
+            if let Some(hook) = &self.options.on_lock_wait {
+                hook(n)
             }
         };
+        let notice = Notice {
+            after: WORKFLOW_WAIT_NOTICE_AFTER,
+            notify: &notify,
+        };
         self.locks
-            .workflow_exclusive(workflow, self.options.lock_timeout, Some(&notify))
+            .workflow_exclusive(workflow, self.options.lock_timeout, Some(notice))
     }
 
     /// Writes the next generation. The caller holds the workflow's lock and
@@ -158,14 +165,14 @@ impl Backend for FileBackend {
         // A corrupt current state stops the save: overwriting it would
         // silently destroy the evidence and whatever could be recovered.
         let current = self.load(workflow)?.map_or(0, |d| d.generation);
-        if let Some(expected) = expected_generation {
-            if expected != current {
-                return Err(Error::Conflict {
-                    workflow: workflow.to_string(),
-                    expected,
-                    actual: current,
-                });
-            }
+        if let Some(expected) = expected_generation
+            && expected != current
+        {
+            return Err(Error::Conflict {
+                workflow: workflow.to_string(),
+                expected,
+                actual: current,
+            });
         }
         self.write_next(workflow, current, data)
     }
@@ -197,10 +204,10 @@ impl Backend for FileBackend {
             if file_name.contains(TEMP_MARKER) {
                 continue;
             }
-            if let Some(stem) = file_name.strip_suffix(".json") {
-                if validate_name(stem).is_ok() {
-                    names.push(stem.to_string());
-                }
+            if let Some(stem) = file_name.strip_suffix(".json")
+                && validate_name(stem).is_ok()
+            {
+                names.push(stem.to_string());
             }
         }
         names.sort();

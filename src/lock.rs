@@ -179,16 +179,16 @@ impl LockManager {
         try_acquire(&self.user_lock(name)?, LockMode::Shared)
     }
 
-    /// Like [`exclusive`](Self::exclusive)/[`shared`](Self::shared), calling
-    /// `on_wait` once if the lock is not free at once.
+    /// Like [`exclusive`](Self::exclusive)/[`shared`](Self::shared), telling
+    /// `notice` once if the wait lasts longer than `notice.after`.
     pub fn acquire_with_notice(
         &self,
         name: &str,
         mode: LockMode,
         timeout: Option<Duration>,
-        on_wait: &dyn Fn(&WaitNotice),
+        notice: Notice<'_>,
     ) -> Result<LockGuard> {
-        acquire(&self.user_lock(name)?, mode, timeout, Some(on_wait))
+        acquire(&self.user_lock(name)?, mode, timeout, Some(notice))
     }
 
     /// The exclusive lock that serializes writers of one workflow's state.
@@ -196,13 +196,13 @@ impl LockManager {
         &self,
         workflow: &str,
         timeout: Option<Duration>,
-        on_wait: Option<&dyn Fn(&WaitNotice)>,
+        notice: Option<Notice<'_>>,
     ) -> Result<LockGuard> {
         acquire(
             &self.internal_lock("workflow", workflow)?,
             LockMode::Exclusive,
             timeout,
-            on_wait,
+            notice,
         )
     }
 }
@@ -292,31 +292,25 @@ fn try_acquire(id: &LockId, mode: LockMode) -> Result<Option<LockGuard>> {
     }
 }
 
+/// How a waiting acquisition announces itself.
+pub struct Notice<'a> {
+    /// Announce only once the wait has lasted this long, so the routine
+    /// sub-millisecond waits of busy writers stay quiet.
+    pub after: Duration,
+    pub notify: &'a dyn Fn(&WaitNotice),
+}
+
 fn acquire(
     id: &LockId,
     mode: LockMode,
     timeout: Option<Duration>,
-    on_wait: Option<&dyn Fn(&WaitNotice)>,
+    notice: Option<Notice<'_>>,
 ) -> Result<LockGuard> {
     let started = Instant::now();
     if let Some(guard) = try_acquire(id, mode)? {
         return Ok(guard);
     }
-    if let Some(notify) = on_wait {
-        notify(&WaitNotice {
-            lock: id.display_name.clone(),
-            mode,
-        });
-    }
     let file = durable::open_stable_file(&id.path)?;
-    let Some(timeout) = timeout else {
-        let locked = match mode {
-            LockMode::Shared => file.lock_shared(),
-            LockMode::Exclusive => file.lock(),
-        };
-        locked.map_err(|e| Error::io("flock", &id.path, e))?;
-        return Ok(register(id, mode, file));
-    };
     // A blocking flock cannot be given a deadline, and polling would either
     // burn CPU or add its interval to every handoff. So a helper thread
     // blocks in flock on a duplicate of our descriptor (same open file
@@ -324,7 +318,6 @@ fn acquire(
     // the lock is free. On timeout we walk away: if the helper gets the lock
     // later, its send fails, it closes the last descriptor, and the lock is
     // released at once.
-    let remaining = timeout.saturating_sub(started.elapsed());
     let helper_file = file
         .try_clone()
         .map_err(|e| Error::io("dup lock descriptor", &id.path, e))?;
@@ -339,7 +332,27 @@ fn acquire(
             let _ = tx.send(locked);
         })
         .map_err(|e| Error::io("spawn lock waiter", &id.path, e))?;
-    match rx.recv_timeout(remaining) {
+    let deadline = timeout.map(|t| started + t);
+    let wait_until = |until: Option<Instant>| match until {
+        Some(t) => rx.recv_timeout(t.saturating_duration_since(Instant::now())),
+        None => rx.recv().map_err(|_| mpsc::RecvTimeoutError::Disconnected),
+    };
+    let mut received = Err(mpsc::RecvTimeoutError::Timeout);
+    if let Some(notice) = &notice {
+        let announce_at = started + notice.after;
+        let first_deadline = deadline.map_or(announce_at, |d| d.min(announce_at));
+        received = wait_until(Some(first_deadline));
+        if received.is_err() && deadline.is_none_or(|d| announce_at < d) {
+            (notice.notify)(&WaitNotice {
+                lock: id.display_name.clone(),
+                mode,
+            });
+        }
+    }
+    if received.is_err() {
+        received = wait_until(deadline);
+    }
+    match received {
         Ok(Ok(())) => Ok(register(id, mode, file)),
         Ok(Err(e)) => Err(Error::io("flock", &id.path, e)),
         Err(_) => Err(Error::LockTimeout {

@@ -74,7 +74,7 @@ pub trait Backend: Send + Sync {
 ///
 /// ```no_run
 /// use wfstate::{Store, StoreOptions};
-/// let store = Store::open(".wfstate", StoreOptions::default())?;
+/// let store = Store::open(".wfstate".as_ref(), StoreOptions::default())?;
 /// let doc = store.update("release", |data| {
 ///     let n = data["builds"].as_i64().unwrap_or(0);
 ///     data["builds"] = (n + 1).into();

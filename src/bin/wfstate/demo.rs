@@ -12,18 +12,21 @@ const WORKFLOW: &str = "demo-pipeline";
 const PROCESSES: u32 = 4;
 const UPDATES_EACH: u32 = 25;
 
-pub fn run() -> wfstate::Result<Outcome> {
+/// Narrates on stdout, or on stderr when `--json` reserves stdout for the
+/// one JSON result.
+pub fn run(json: bool) -> wfstate::Result<Outcome> {
     let exe = std::env::current_exe().map_err(|e| Error::io("find own executable", ".", e))?;
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
     let store_path =
         std::env::temp_dir().join(format!("wfstate-demo-{}-{nanos}", std::process::id()));
-    let mut log = String::new();
-    let mut say = |line: String| {
-        eprintln!("{line}");
-        log.push_str(&line);
-        log.push('\n');
+    let say = |line: String| {
+        if json {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
     };
 
     say(format!(
@@ -98,7 +101,7 @@ pub fn run() -> wfstate::Result<Outcome> {
                 "checksum": doc.checksum,
                 "tamper_detected": verdict.starts_with("refused"),
             }),
-            text: String::new(),
+            text: crate::Text::Plain(String::new()),
         },
         code: if counter == expected { 0 } else { 1 },
     })

@@ -105,7 +105,7 @@ fn main() -> ExitCode {
         Err(e) => e.exit(),
     };
     let json = cli.json;
-    match run(cli, &matches) {
+    match run(cli, json, &matches) {
         Ok(outcome) => {
             print_output(&outcome.output, json);
             ExitCode::from(outcome.code)
@@ -128,7 +128,14 @@ fn main() -> ExitCode {
 /// What a command produced: a JSON value, and text for humans.
 struct Output {
     json: Value,
-    text: String,
+    text: Text,
+}
+
+/// The human-readable form of an output.
+enum Text {
+    Plain(String),
+    /// A document, streamed to stdout as pretty JSON (no copy as a string).
+    Document(Value),
 }
 
 struct Outcome {
@@ -139,18 +146,29 @@ struct Outcome {
 impl Outcome {
     fn ok(json: Value, text: String) -> Outcome {
         Outcome {
-            output: Output { json, text },
+            output: Output {
+                json,
+                text: Text::Plain(text),
+            },
             code: 0,
         }
     }
 }
 
 fn print_output(output: &Output, json: bool) {
-    if json {
-        println!("{}", output.json);
-    } else if !output.text.is_empty() {
-        println!("{}", output.text.trim_end_matches('\n'));
-    }
+    use std::io::Write;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    // A closed stdout (e.g. `| head`) is not an error worth reporting.
+    let _ = match (&output.text, json) {
+        (_, true) => writeln!(out, "{}", output.json),
+        (Text::Plain(text), false) if text.is_empty() => Ok(()),
+        (Text::Plain(text), false) => writeln!(out, "{}", text.trim_end_matches('\n')),
+        (Text::Document(doc), false) => serde_json::to_writer_pretty(&mut out, doc)
+            .map_err(std::io::Error::from)
+            .and_then(|()| writeln!(out)),
+    };
+    let _ = out.flush();
 }
 
 /// The documented exit code of each error kind.
@@ -183,7 +201,7 @@ fn error_kind(err: &Error) -> &'static str {
     }
 }
 
-fn run(cli: Cli, matches: &ArgMatches) -> wfstate::Result<Outcome> {
+fn run(cli: Cli, json: bool, matches: &ArgMatches) -> wfstate::Result<Outcome> {
     let cwd = std::env::current_dir().map_err(|e| Error::io("get current directory", ".", e))?;
     match cli.command {
         Command::Init => {
@@ -200,13 +218,13 @@ fn run(cli: Cli, matches: &ArgMatches) -> wfstate::Result<Outcome> {
                 text,
             ))
         }
-        Command::Demo => demo::run(),
+        Command::Demo => demo::run(json),
         Command::State(command) => {
             let state_matches = matches
                 .subcommand_matches("state")
                 .expect("clap matched the state subcommand");
             let path = store::locate(cli.store.as_deref(), &cwd)?;
-            run_state(&path, command, state_matches)
+            run_state(&path, command, json, state_matches)
         }
     }
 }
@@ -247,7 +265,12 @@ fn saved(doc: &StateDoc) -> Outcome {
     )
 }
 
-fn run_state(path: &Path, command: StateCommand, matches: &ArgMatches) -> wfstate::Result<Outcome> {
+fn run_state(
+    path: &Path,
+    command: StateCommand,
+    json: bool,
+    matches: &ArgMatches,
+) -> wfstate::Result<Outcome> {
     match command {
         StateCommand::List => {
             let store = open_store(path, None)?;
@@ -281,7 +304,7 @@ fn run_state(path: &Path, command: StateCommand, matches: &ArgMatches) -> wfstat
             let store = open_store(path, None)?;
             let doc = store.load(&workflow)?;
             let value = match &pointer {
-                None => doc.data.clone(),
+                None => doc.data,
                 Some(p) => pointer::get(&doc.data, p)?
                     .cloned()
                     .ok_or_else(|| Error::NotFound {
@@ -289,18 +312,30 @@ fn run_state(path: &Path, command: StateCommand, matches: &ArgMatches) -> wfstat
                         path: None,
                     })?,
             };
-            let text = serde_json::to_string_pretty(&value).expect("a Value always serializes");
-            let mut json = json!({
-                "workflow": doc.workflow,
-                "generation": doc.generation,
-                "updated_at": doc.updated_at,
-                "checksum": doc.checksum,
-            });
-            if let Some(p) = pointer {
-                json["pointer"] = p.into();
-            }
-            json["data"] = value;
-            Ok(Outcome::ok(json, text))
+            // Only the form that will be printed is built: a large state is
+            // never held twice.
+            let output = if json {
+                let mut envelope = json!({
+                    "workflow": doc.workflow,
+                    "generation": doc.generation,
+                    "updated_at": doc.updated_at,
+                    "checksum": doc.checksum,
+                });
+                if let Some(p) = pointer {
+                    envelope["pointer"] = p.into();
+                }
+                envelope["data"] = value;
+                Output {
+                    json: envelope,
+                    text: Text::Plain(String::new()),
+                }
+            } else {
+                Output {
+                    json: Value::Null,
+                    text: Text::Document(value),
+                }
+            };
+            Ok(Outcome { output, code: 0 })
         }
         StateCommand::Set {
             workflow,

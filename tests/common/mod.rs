@@ -1,0 +1,124 @@
+//! Helpers shared by the integration tests: a scratch store and a way to run
+//! the real `wfstate` binary against it.
+#![allow(dead_code)] // each test crate uses a different subset
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_wfstate");
+
+pub struct Scratch {
+    pub dir: tempfile::TempDir,
+    pub store: PathBuf,
+}
+
+impl Scratch {
+    /// A temporary directory with an initialized store at `<dir>/.wfstate`.
+    pub fn new() -> Scratch {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = dir.path().join(".wfstate");
+        let out = Command::new(BIN)
+            .arg("--store")
+            .arg(&store)
+            .arg("init")
+            .output()
+            .expect("run wfstate init");
+        assert!(out.status.success(), "init failed: {}", text(&out.stderr));
+        Scratch { dir, store }
+    }
+
+    /// A `wfstate --store <store>` command, ready for more arguments.
+    pub fn cmd(&self) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("--store")
+            .arg(&self.store)
+            .env_remove("WFSTATE_STORE");
+        cmd
+    }
+
+    /// Runs `wfstate --store <store> ARGS...`.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().expect("run wfstate")
+    }
+
+    /// Runs with `stdin` piped in.
+    pub fn run_with_stdin(&self, args: &[&str], stdin: &[u8]) -> Output {
+        use std::io::Write;
+        let mut child = self
+            .cmd()
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn wfstate");
+        child.stdin.take().unwrap().write_all(stdin).unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    pub fn state_file(&self, workflow: &str) -> PathBuf {
+        self.store.join("state").join(format!("{workflow}.json"))
+    }
+}
+
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+pub fn code(out: &Output) -> i32 {
+    out.status.code().expect("exited normally")
+}
+
+pub fn stdout_json(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not one JSON value ({e}): {}\nstderr: {}",
+            text(&out.stdout),
+            text(&out.stderr)
+        )
+    })
+}
+
+/// Asserts success and returns stdout.
+pub fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+pub fn read(path: &Path) -> Vec<u8> {
+    std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+}
+
+/// A small deterministic generator, seeded per run and printed, so a failing
+/// random schedule can be replayed.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn from_env_or_clock(var: &str) -> Rng {
+        let seed = std::env::var(var)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos() as u64
+            });
+        eprintln!("random seed {seed} (replay with {var}={seed})");
+        Rng(seed | 1)
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        // xorshift64*
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n
+    }
+}
