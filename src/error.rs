@@ -79,7 +79,7 @@ fn path_suffix(path: &Option<PathBuf>) -> String {
 
 fn holder_suffix(holder: &Option<String>) -> String {
     match holder {
-        Some(h) => format!(" (held by {h})"),
+        Some(h) => format!(" ({h})"),
         None => String::new(),
     }
 }

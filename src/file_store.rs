@@ -86,11 +86,6 @@ impl FileBackend {
         })
     }
 
-    /// The lock manager over this store's lock folder.
-    pub fn locks(&self) -> &LockManager {
-        &self.locks
-    }
-
     fn state_path(&self, workflow: &str) -> Result<PathBuf> {
         validate_name(workflow)?;
         Ok(self.root.join(STATE_DIR).join(format!("{workflow}.json")))
@@ -189,6 +184,10 @@ impl Backend for FileBackend {
         };
         edit(&mut data)?;
         self.write_next(workflow, current, data)
+    }
+
+    fn locks(&self) -> Option<&LockManager> {
+        Some(&self.locks)
     }
 
     fn list_workflows(&self) -> Result<Vec<String>> {

@@ -5,7 +5,7 @@
 
 use crate::error::{Error, Result};
 use crate::file_store::FileBackend;
-use crate::lock::WaitNotice;
+use crate::lock::{LockManager, WaitNotice};
 use crate::state::StateDoc;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -68,6 +68,10 @@ pub trait Backend: Send + Sync {
     ) -> Result<StateDoc>;
     /// Names of all workflows that have state, sorted.
     fn list_workflows(&self) -> Result<Vec<String>>;
+    /// The backend's named locks, if it has file locks.
+    fn locks(&self) -> Option<&LockManager> {
+        None
+    }
 }
 
 /// An opened store.
@@ -151,6 +155,16 @@ impl Store {
 
     pub fn list_workflows(&self) -> Result<Vec<String>> {
         self.backend.list_workflows()
+    }
+
+    /// The store's named locks (`wfstate lock`).
+    pub fn locks(&self) -> Result<&LockManager> {
+        self.backend.locks().ok_or_else(|| {
+            Error::InvalidInput(format!(
+                "the store at {} has no file locks",
+                self.backend.location()
+            ))
+        })
     }
 }
 

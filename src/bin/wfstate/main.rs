@@ -10,9 +10,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
+use wfstate::lock::{LockRequest, Notice, Recording, WaitNotice};
 use wfstate::pointer::{self, Edit};
 use wfstate::store::{self, DEFAULT_MAX_STATE_BYTES};
-use wfstate::{Error, InitOutcome, STORE_DIR_NAME, StateDoc, Store, StoreOptions};
+use wfstate::{Error, InitOutcome, LockMode, STORE_DIR_NAME, StateDoc, Store, StoreOptions};
 
 const AFTER_HELP: &str = "\
 Exit codes:
@@ -43,8 +44,43 @@ enum Command {
     /// Read and write workflow state
     #[command(subcommand)]
     State(StateCommand),
+    /// Named shared/exclusive locks that cannot go stale
+    #[command(subcommand)]
+    Lock(LockCommand),
     /// A short tour in a temporary store
     Demo,
+}
+
+#[derive(Subcommand)]
+enum LockCommand {
+    /// Run CMD while holding the lock NAME; exit with CMD's exit code
+    ///
+    /// CMD inherits the lock (as with flock(1)): if wfstate itself is killed
+    /// while CMD runs, the lock stays held until CMD exits, so CMD never runs
+    /// unprotected. A daemon that CMD forks keeps the lock too; use
+    /// --no-inherit to keep the lock to wfstate alone. Prints nothing on
+    /// stdout (stdout belongs to CMD). If CMD cannot be started: exit 127
+    /// (not found) or 126; if it dies of a signal: 128 + the signal number.
+    #[command(verbatim_doc_comment)]
+    Run {
+        name: String,
+        /// Take the lock shared (any number of shared holders at once)
+        #[arg(long)]
+        shared: bool,
+        /// Give up after SECS seconds (exit 5, CMD not run); default: wait as long as the holder lives
+        #[arg(long, value_name = "SECS")]
+        timeout: Option<f64>,
+        /// Recorded as the holder's purpose (default: the command line)
+        #[arg(long, value_name = "TEXT")]
+        purpose: Option<String>,
+        /// Do not let CMD (and what it forks) inherit the lock
+        #[arg(long)]
+        no_inherit: bool,
+        #[arg(last = true, required = true, value_name = "CMD")]
+        command: Vec<std::ffi::OsString>,
+    },
+    /// Show every lock (or NAME): free or held, how, and by whom
+    Status { name: Option<String> },
 }
 
 #[derive(Subcommand)]
@@ -161,6 +197,7 @@ fn print_output(output: &Output, json: bool) {
     let mut out = std::io::BufWriter::new(stdout.lock());
     // A closed stdout (e.g. `| head`) is not an error worth reporting.
     let _ = match (&output.text, json) {
+        (_, true) if output.json.is_null() => Ok(()),
         (_, true) => writeln!(out, "{}", output.json),
         (Text::Plain(text), false) if text.is_empty() => Ok(()),
         (Text::Plain(text), false) => writeln!(out, "{}", text.trim_end_matches('\n')),
@@ -219,6 +256,10 @@ fn run(cli: Cli, json: bool, matches: &ArgMatches) -> wfstate::Result<Outcome> {
             ))
         }
         Command::Demo => demo::run(json),
+        Command::Lock(command) => {
+            let path = store::locate(cli.store.as_deref(), &cwd)?;
+            run_lock(&path, command)
+        }
         Command::State(command) => {
             let state_matches = matches
                 .subcommand_matches("state")
@@ -229,25 +270,124 @@ fn run(cli: Cli, json: bool, matches: &ArgMatches) -> wfstate::Result<Outcome> {
     }
 }
 
+fn seconds(value: f64) -> wfstate::Result<Duration> {
+    if value.is_finite() && value >= 0.0 {
+        Ok(Duration::from_secs_f64(value))
+    } else {
+        Err(Error::InvalidInput(format!(
+            "--timeout must be a non-negative number of seconds, got {value}"
+        )))
+    }
+}
+
 fn open_store(path: &Path, wait: Option<&WaitArgs>) -> wfstate::Result<Store> {
     let mut options = StoreOptions::default();
     if let Some(wait) = wait {
-        if !(wait.timeout.is_finite() && wait.timeout >= 0.0) {
-            return Err(Error::InvalidInput(format!(
-                "--timeout must be a non-negative number of seconds, got {}",
-                wait.timeout
-            )));
-        }
-        options.lock_timeout = Some(Duration::from_secs_f64(wait.timeout));
+        options.lock_timeout = Some(seconds(wait.timeout)?);
     }
     options.on_lock_wait = Some(Arc::new(|notice| {
-        eprintln!(
-            "wfstate: waiting for lock {} ({})",
-            notice.lock,
-            notice.mode.as_str()
-        );
+        eprintln!("wfstate: {}", notice.describe());
     }));
     Store::open(path, options)
+}
+
+fn run_lock(path: &Path, command: LockCommand) -> wfstate::Result<Outcome> {
+    let store = open_store(path, None)?;
+    let locks = store.locks()?;
+    match command {
+        LockCommand::Status { name } => {
+            let statuses = match &name {
+                Some(name) => vec![locks.status(name)?],
+                None => locks.list()?,
+            };
+            let text = statuses
+                .iter()
+                .map(|s| match s.waiters.filter(|w| *w > 0) {
+                    Some(w) => format!("{}\t{} ({w} waiting)", s.name, s.describe()),
+                    None => format!("{}\t{}", s.name, s.describe()),
+                })
+                .collect::<Vec<_>>()
+                .join("\n");
+            let json = match name {
+                Some(_) => serde_json::to_value(&statuses[0]),
+                None => serde_json::to_value(&statuses),
+            }
+            .expect("statuses serialize");
+            Ok(Outcome::ok(json, text))
+        }
+        LockCommand::Run {
+            name,
+            shared,
+            timeout,
+            purpose,
+            no_inherit,
+            command,
+        } => {
+            let purpose = purpose.unwrap_or_else(|| {
+                command
+                    .iter()
+                    .map(|a| a.to_string_lossy())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            });
+            let notify = |notice: &WaitNotice| eprintln!("wfstate: {}", notice.describe());
+            let guard = locks.acquire(
+                &name,
+                LockRequest {
+                    mode: if shared {
+                        LockMode::Shared
+                    } else {
+                        LockMode::Exclusive
+                    },
+                    timeout: timeout.map(seconds).transpose()?,
+                    purpose: Some(&purpose),
+                    recording: Recording::Durable,
+                    notice: Some(Notice {
+                        after: Duration::ZERO,
+                        notify: &notify,
+                    }),
+                },
+            )?;
+            if !no_inherit {
+                guard.share_with_children()?;
+            }
+            let status = std::process::Command::new(&command[0])
+                .args(&command[1..])
+                .status();
+            drop(guard);
+            let code = match status {
+                Ok(status) => exit_status_code(status),
+                Err(e) => {
+                    eprintln!(
+                        "wfstate: error: cannot run {:?}: {e}",
+                        command[0].to_string_lossy()
+                    );
+                    if e.kind() == std::io::ErrorKind::NotFound {
+                        127
+                    } else {
+                        126
+                    }
+                }
+            };
+            Ok(Outcome {
+                output: Output {
+                    json: Value::Null,
+                    text: Text::Plain(String::new()),
+                },
+                code,
+            })
+        }
+    }
+}
+
+/// CMD's exit code, or 128 + signal number as shells report a signal death.
+fn exit_status_code(status: std::process::ExitStatus) -> u8 {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => code as u8,
+        (None, Some(signal)) => (128 + signal) as u8,
+        (None, None) => 1,
+    }
 }
 
 fn saved(doc: &StateDoc) -> Outcome {

@@ -11,10 +11,19 @@
 //! exclude each other like processes do. Within one thread, locks are
 //! reentrant: a nested request for a lock the thread already holds is
 //! counted instead of deadlocking on itself.
+//!
+//! A holder of a user lock also leaves a record of who it is beside the lock
+//! file (`holder`), for `lock status` and wait messages; the kernel's lock
+//! table, read by `status`, is what says whether the lock is held.
+
+pub mod holder;
+pub mod status;
 
 use crate::durable;
 use crate::error::{Error, Result};
 use crate::name::validate_name;
+use holder::HolderRecord;
+pub use status::{Held, LockStatus};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fs::{File, TryLockError};
@@ -47,11 +56,17 @@ const SMB_SUPER_MAGIC: i64 = 0x517B;
 const CIFS_MAGIC_NUMBER: i64 = 0xFF53_4D42;
 const SMB2_MAGIC_NUMBER: i64 = 0xFE53_4D42;
 
-/// A lock's identity: the name users see and the file that carries it.
+const LOCK_SUFFIX: &str = ".lock";
+
+/// A lock's identity: the name users see, the file that carries it, and
+/// whether this acquisition leaves a record (user locks do unless asked not
+/// to; the library's own short-lived locks do not, to keep state writes at
+/// their fsync budget).
 #[derive(Debug, Clone)]
 struct LockId {
     display_name: String,
     path: PathBuf,
+    keeps_records: bool,
 }
 
 /// Locks of one directory.
@@ -64,6 +79,7 @@ struct HeldLock {
     mode: LockMode,
     count: usize,
     file: File,
+    record_path: Option<PathBuf>,
 }
 
 thread_local! {
@@ -85,8 +101,25 @@ impl LockGuard {
     pub fn name(&self) -> &str {
         &self.name
     }
+
     pub fn mode(&self) -> LockMode {
         self.mode
+    }
+
+    /// Lets processes spawned from now on inherit the lock, as with
+    /// `flock(1)`: the lock then stays held until this process *and* every
+    /// child holding the descriptor have exited or closed it (a daemon a
+    /// child forks keeps it too). Without this call the descriptor is
+    /// close-on-exec and children never hold the lock.
+    pub fn share_with_children(&self) -> Result<()> {
+        HELD.with(|held| {
+            let held = held.borrow();
+            let entry = held
+                .get(&self.path)
+                .expect("a live guard's lock is registered");
+            rustix::io::fcntl_setfd(&entry.file, rustix::io::FdFlags::empty())
+                .map_err(|e| Error::io("clear close-on-exec", &self.path, e.into()))
+        })
     }
 }
 
@@ -103,18 +136,27 @@ impl Drop for LockGuard {
     fn drop(&mut self) {
         // try_with: during thread teardown the map may already be gone, and
         // then closing the descriptors has released the locks anyway.
-        let _ = HELD.try_with(|held| {
+        let released = HELD.try_with(|held| {
             let mut held = held.borrow_mut();
-            if let Some(entry) = held.get_mut(&self.path) {
-                entry.count -= 1;
-                if entry.count == 0 {
-                    let entry = held.remove(&self.path).expect("entry exists");
-                    // Unlock explicitly so the lock goes even if a child
-                    // process inherited the descriptor.
-                    let _ = entry.file.unlock();
-                }
+            let entry = held.get_mut(&self.path)?;
+            entry.count -= 1;
+            if entry.count == 0 {
+                held.remove(&self.path)
+            } else {
+                None
             }
         });
+        if let Ok(Some(entry)) = released {
+            // Remove the record while still holding, so no later holder's
+            // status shows ours as current. A failure only leaves a record
+            // that status reports as left by an exited holder.
+            if let Some(record) = &entry.record_path {
+                let _ = durable::remove_file_unsynced(record);
+            }
+            // Closing the descriptor releases the lock (unless a child
+            // inherited it: see `share_with_children`).
+            drop(entry.file);
+        }
     }
 }
 
@@ -123,6 +165,54 @@ impl Drop for LockGuard {
 pub struct WaitNotice {
     pub lock: String,
     pub mode: LockMode,
+    /// Who holds it, as far as can be told (absent if that failed).
+    pub status: Option<LockStatus>,
+}
+
+impl WaitNotice {
+    /// `waiting for exclusive lock "res", held exclusive by pid 42 — …`
+    pub fn describe(&self) -> String {
+        let holder = self
+            .status
+            .as_ref()
+            .map(|s| format!(", {}", s.describe()))
+            .unwrap_or_default();
+        format!(
+            "waiting for {} lock {:?}{holder}",
+            self.mode.as_str(),
+            self.lock
+        )
+    }
+}
+
+/// How a waiting acquisition announces itself.
+pub struct Notice<'a> {
+    /// Announce only once the wait has lasted this long, so the routine
+    /// sub-millisecond waits of busy writers stay quiet.
+    pub after: Duration,
+    pub notify: &'a dyn Fn(&WaitNotice),
+}
+
+/// Whether a holder leaves a record of itself beside the lock file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recording {
+    /// Write the record durably (two fsyncs on acquire, one on release), so
+    /// it survives a crash and tells who held the lock when it happened.
+    Durable,
+    /// No record: the lock still works and `status` still shows the holding
+    /// pid from the kernel. For hot paths that cannot pay for the syncs.
+    Off,
+}
+
+/// A full lock request; see [`LockManager::acquire`].
+pub struct LockRequest<'a> {
+    pub mode: LockMode,
+    /// `None` waits as long as the holder lives; `Some(ZERO)` never waits.
+    pub timeout: Option<Duration>,
+    /// Recorded as the holder's purpose (default: the command line).
+    pub purpose: Option<&'a str>,
+    pub recording: Recording,
+    pub notice: Option<Notice<'a>>,
 }
 
 impl LockManager {
@@ -143,7 +233,8 @@ impl LockManager {
         validate_name(name)?;
         Ok(LockId {
             display_name: name.to_string(),
-            path: self.dir.join(format!("{name}.lock")),
+            path: self.dir.join(format!("{name}{LOCK_SUFFIX}")),
+            keeps_records: true,
         })
     }
 
@@ -154,41 +245,70 @@ impl LockManager {
         validate_name(name)?;
         let display_name = format!("{kind}@{name}");
         Ok(LockId {
-            path: self.dir.join(format!("{display_name}.lock")),
+            path: self.dir.join(format!("{display_name}{LOCK_SUFFIX}")),
             display_name,
+            keeps_records: false,
         })
+    }
+
+    /// Acquires the lock `name` as `request` says.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use wfstate::lock::{LockManager, LockMode, LockRequest, Recording};
+    /// let locks = LockManager::open(".wfstate/locks")?;
+    /// let _guard = locks.acquire("deploy", LockRequest {
+    ///     mode: LockMode::Exclusive,
+    ///     timeout: Some(Duration::from_secs(30)),
+    ///     purpose: Some("release 1.4"),
+    ///     recording: Recording::Durable,
+    ///     notice: None,
+    /// })?;
+    /// // ... the lock is held until `_guard` is dropped
+    /// # Ok::<(), wfstate::Error>(())
+    /// ```
+    pub fn acquire(&self, name: &str, request: LockRequest<'_>) -> Result<LockGuard> {
+        let mut id = self.user_lock(name)?;
+        id.keeps_records = request.recording == Recording::Durable;
+        acquire(
+            &id,
+            request.mode,
+            request.timeout,
+            request.purpose,
+            request.notice,
+        )
     }
 
     /// Waits up to `timeout` (forever if `None`) for the exclusive lock `name`.
     pub fn exclusive(&self, name: &str, timeout: Option<Duration>) -> Result<LockGuard> {
-        acquire(&self.user_lock(name)?, LockMode::Exclusive, timeout, None)
+        acquire(
+            &self.user_lock(name)?,
+            LockMode::Exclusive,
+            timeout,
+            None,
+            None,
+        )
     }
 
     /// Waits up to `timeout` (forever if `None`) for the shared lock `name`.
     pub fn shared(&self, name: &str, timeout: Option<Duration>) -> Result<LockGuard> {
-        acquire(&self.user_lock(name)?, LockMode::Shared, timeout, None)
+        acquire(
+            &self.user_lock(name)?,
+            LockMode::Shared,
+            timeout,
+            None,
+            None,
+        )
     }
 
     /// The exclusive lock `name` if it is free now, else `None`.
     pub fn try_exclusive(&self, name: &str) -> Result<Option<LockGuard>> {
-        try_acquire(&self.user_lock(name)?, LockMode::Exclusive)
+        try_acquire(&self.user_lock(name)?, LockMode::Exclusive, None)
     }
 
     /// The shared lock `name` if no one holds it exclusively now, else `None`.
     pub fn try_shared(&self, name: &str) -> Result<Option<LockGuard>> {
-        try_acquire(&self.user_lock(name)?, LockMode::Shared)
-    }
-
-    /// Like [`exclusive`](Self::exclusive)/[`shared`](Self::shared), telling
-    /// `notice` once if the wait lasts longer than `notice.after`.
-    pub fn acquire_with_notice(
-        &self,
-        name: &str,
-        mode: LockMode,
-        timeout: Option<Duration>,
-        notice: Notice<'_>,
-    ) -> Result<LockGuard> {
-        acquire(&self.user_lock(name)?, mode, timeout, Some(notice))
+        try_acquire(&self.user_lock(name)?, LockMode::Shared, None)
     }
 
     /// The exclusive lock that serializes writers of one workflow's state.
@@ -198,12 +318,39 @@ impl LockManager {
         timeout: Option<Duration>,
         notice: Option<Notice<'_>>,
     ) -> Result<LockGuard> {
-        acquire(
-            &self.internal_lock("workflow", workflow)?,
-            LockMode::Exclusive,
-            timeout,
-            notice,
-        )
+        let id = self.internal_lock("workflow", workflow)?;
+        acquire(&id, LockMode::Exclusive, timeout, None, notice)
+    }
+
+    /// Status of the lock `name` (a user lock, or an internal `kind@name`).
+    pub fn status(&self, name: &str) -> Result<LockStatus> {
+        let id = match name.split_once('@') {
+            Some((kind, inner)) if kind == "workflow" => self.internal_lock(kind, inner)?,
+            _ => self.user_lock(name)?,
+        };
+        status::status_of(&id.display_name, &id.path)
+    }
+
+    /// Status of every lock that has ever been used in this directory.
+    pub fn list(&self) -> Result<Vec<LockStatus>> {
+        let entries = std::fs::read_dir(&self.dir).map_err(|e| Error::io("list", &self.dir, e))?;
+        let mut names = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| Error::io("list", &self.dir, e))?;
+            if let Some(name) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.strip_suffix(LOCK_SUFFIX))
+                && !name.starts_with('.')
+            {
+                names.push(name.to_string());
+            }
+        }
+        names.sort();
+        names
+            .iter()
+            .map(|name| status::status_of(name, &self.dir.join(format!("{name}{LOCK_SUFFIX}"))))
+            .collect()
     }
 }
 
@@ -254,7 +401,38 @@ fn guard_for(id: &LockId, mode: LockMode) -> LockGuard {
     }
 }
 
-fn register(id: &LockId, mode: LockMode, file: File) -> LockGuard {
+/// Called with the kernel lock in hand: records the holder, then registers
+/// the lock as held by this thread.
+fn take_ownership(
+    id: &LockId,
+    mode: LockMode,
+    file: File,
+    purpose: Option<&str>,
+) -> Result<LockGuard> {
+    let record_path = if id.keeps_records {
+        if mode == LockMode::Exclusive {
+            // We are the only holder, so every record there is left by a
+            // holder that exited. Removing them decides nothing about
+            // ownership; it only keeps status truthful.
+            let dir = id.path.parent().expect("lock files live in a directory");
+            let file_name = id
+                .path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .expect("UTF-8 name");
+            for stale in holder::record_paths(dir, file_name)? {
+                let _ = durable::remove_file_unsynced(&stale);
+            }
+        }
+        let path = holder::new_record_path(&id.path);
+        let record = HolderRecord::for_current_process(&id.display_name, mode, purpose);
+        // If the record cannot be written the disk is failing; say so rather
+        // than hold a lock nobody can see (dropping `file` releases it).
+        holder::write(&path, &record)?;
+        Some(path)
+    } else {
+        None
+    };
     HELD.with(|held| {
         held.borrow_mut().insert(
             id.path.clone(),
@@ -262,10 +440,11 @@ fn register(id: &LockId, mode: LockMode, file: File) -> LockGuard {
                 mode,
                 count: 1,
                 file,
+                record_path,
             },
         )
     });
-    guard_for(id, mode)
+    Ok(guard_for(id, mode))
 }
 
 fn try_lock_file(file: &File, mode: LockMode) -> std::result::Result<bool, std::io::Error> {
@@ -280,34 +459,27 @@ fn try_lock_file(file: &File, mode: LockMode) -> std::result::Result<bool, std::
     }
 }
 
-fn try_acquire(id: &LockId, mode: LockMode) -> Result<Option<LockGuard>> {
+fn try_acquire(id: &LockId, mode: LockMode, purpose: Option<&str>) -> Result<Option<LockGuard>> {
     if let Some(guard) = reenter(id, mode)? {
         return Ok(Some(guard));
     }
     let file = durable::open_stable_file(&id.path)?;
     match try_lock_file(&file, mode) {
-        Ok(true) => Ok(Some(register(id, mode, file))),
+        Ok(true) => take_ownership(id, mode, file, purpose).map(Some),
         Ok(false) => Ok(None),
         Err(e) => Err(Error::io("flock", &id.path, e)),
     }
-}
-
-/// How a waiting acquisition announces itself.
-pub struct Notice<'a> {
-    /// Announce only once the wait has lasted this long, so the routine
-    /// sub-millisecond waits of busy writers stay quiet.
-    pub after: Duration,
-    pub notify: &'a dyn Fn(&WaitNotice),
 }
 
 fn acquire(
     id: &LockId,
     mode: LockMode,
     timeout: Option<Duration>,
+    purpose: Option<&str>,
     notice: Option<Notice<'_>>,
 ) -> Result<LockGuard> {
     let started = Instant::now();
-    if let Some(guard) = try_acquire(id, mode)? {
+    if let Some(guard) = try_acquire(id, mode, purpose)? {
         return Ok(guard);
     }
     let file = durable::open_stable_file(&id.path)?;
@@ -346,6 +518,7 @@ fn acquire(
             (notice.notify)(&WaitNotice {
                 lock: id.display_name.clone(),
                 mode,
+                status: status::status_of(&id.display_name, &id.path).ok(),
             });
         }
     }
@@ -353,12 +526,14 @@ fn acquire(
         received = wait_until(deadline);
     }
     match received {
-        Ok(Ok(())) => Ok(register(id, mode, file)),
+        Ok(Ok(())) => take_ownership(id, mode, file, purpose),
         Ok(Err(e)) => Err(Error::io("flock", &id.path, e)),
         Err(_) => Err(Error::LockTimeout {
             lock: id.display_name.clone(),
             waited: started.elapsed(),
-            holder: None,
+            holder: status::status_of(&id.display_name, &id.path)
+                .ok()
+                .map(|s| s.describe()),
         }),
     }
 }
@@ -387,6 +562,33 @@ mod tests {
         let mgr3 = mgr.clone();
         let other = std::thread::spawn(move || mgr3.try_exclusive("res").unwrap().is_some());
         assert!(other.join().unwrap());
+    }
+
+    #[test]
+    fn many_threads_never_hold_the_exclusive_lock_together() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        let (_dir, mgr) = manager();
+        let inside = Arc::new(AtomicBool::new(false));
+        let entries = Arc::new(AtomicUsize::new(0));
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let (mgr, inside, entries) = (mgr.clone(), inside.clone(), entries.clone());
+                std::thread::spawn(move || {
+                    for _ in 0..200 {
+                        let _g = mgr.exclusive("res", Some(Duration::from_secs(30))).unwrap();
+                        assert!(!inside.swap(true, Ordering::SeqCst), "two holders at once");
+                        std::thread::yield_now();
+                        inside.store(false, Ordering::SeqCst);
+                        entries.fetch_add(1, Ordering::SeqCst);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(entries.load(Ordering::SeqCst), 1600);
     }
 
     #[test]

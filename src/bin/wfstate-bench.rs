@@ -1,0 +1,341 @@
+//! `wfstate-bench`: measures wfstate against the physical floor of this
+//! machine in one run. Run in release:
+//!
+//! ```text
+//! cargo run --release --bin wfstate-bench -- [--quick] [--json] [--dir DIR]
+//! ```
+//!
+//! Every figure is measured here, in this run; ratios between figures of the
+//! same run are the claims, absolute times are context (the machine is
+//! shared and noisy). Multi-process figures re-run this binary as workers
+//! (`--worker ...`, not for direct use).
+
+use serde_json::{Map, Value, json};
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use wfstate::lock::{LockManager, LockMode, LockRequest, Recording};
+use wfstate::{Store, StoreOptions, durable};
+
+const WORKFLOW: &str = "bench";
+
+struct Config {
+    quick: bool,
+    json: bool,
+    dir: PathBuf,
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("--worker") {
+        worker(&args[1..]);
+        return;
+    }
+    let mut config = Config {
+        quick: false,
+        json: false,
+        dir: PathBuf::from("target/wfstate-bench"),
+    };
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        match arg.as_str() {
+            "--quick" => config.quick = true,
+            "--json" => config.json = true,
+            "--dir" => config.dir = PathBuf::from(rest.next().expect("--dir needs a value")),
+            "-h" | "--help" => {
+                println!(
+                    "usage: wfstate-bench [--quick] [--json] [--dir DIR]\n\
+                     Measures wfstate against this machine's fsync floor. DIR (default\n\
+                     target/wfstate-bench) must be on the disk you care about, not tmpfs."
+                );
+                return;
+            }
+            other => {
+                eprintln!("wfstate-bench: unknown argument {other:?} (try --help)");
+                std::process::exit(2);
+            }
+        }
+    }
+    let figures = run(&config);
+    if config.json {
+        println!("{}", Value::Object(figures));
+    } else {
+        for (key, value) in &figures {
+            println!("{key:<32} {value}");
+        }
+    }
+}
+
+fn run(config: &Config) -> Map<String, Value> {
+    let _ = std::fs::remove_dir_all(&config.dir);
+    std::fs::create_dir_all(&config.dir).expect("create bench dir");
+    let dir = config.dir.canonicalize().expect("bench dir");
+    let scale = |full: usize, quick: usize| if config.quick { quick } else { full };
+    let mut figures = Map::new();
+    let mut put = |key: &str, value: f64| {
+        eprintln!("  {key} = {value:.1}");
+        figures.insert(key.to_string(), json!((value * 10.0).round() / 10.0));
+    };
+
+    eprintln!("fsync floor");
+    let floor = fsync_floor_us(&dir, scale(500, 150));
+    put("fsync_floor_us", floor);
+    put(
+        "replace_file_1k_us",
+        median(&time_each(scale(300, 100), |i| {
+            durable::replace_file_with_bytes(&dir.join("replace.json"), &payload(i)).unwrap();
+        })),
+    );
+
+    eprintln!("state update");
+    let store_path = dir.join("store");
+    let (store, _) = Store::init(&store_path, StoreOptions::default()).unwrap();
+    store
+        .save(WORKFLOW, json!({"n": 0, "pad": "x".repeat(1000)}), None)
+        .unwrap();
+    let n = scale(1000, 300);
+    let syncs_before = durable::syncs_so_far();
+    let started = Instant::now();
+    for _ in 0..n {
+        store.update(WORKFLOW, increment).unwrap();
+    }
+    let elapsed = started.elapsed();
+    put("update_per_s", n as f64 / elapsed.as_secs_f64());
+    put(
+        "update_syncs",
+        (durable::syncs_so_far() - syncs_before) as f64 / n as f64,
+    );
+    let per_proc = scale(250, 75);
+    let started = Instant::now();
+    let workers: Vec<Child> = (0..4)
+        .map(|_| spawn_worker(&["update", path_str(&store_path), &per_proc.to_string()]))
+        .collect();
+    for w in workers {
+        assert!(
+            w.wait_with_output().unwrap().status.success(),
+            "update worker failed"
+        );
+    }
+    put(
+        "update_per_s_4proc",
+        (4 * per_proc) as f64 / started.elapsed().as_secs_f64(),
+    );
+
+    eprintln!("locks");
+    let locks = LockManager::open(store_path.join("locks")).unwrap();
+    for (key, recording) in [
+        ("lock_uncontended_us", Recording::Off),
+        ("lock_uncontended_recorded_us", Recording::Durable),
+    ] {
+        let times = time_each(
+            scale(2000, 500) / if recording == Recording::Off { 1 } else { 10 },
+            |_| {
+                drop(locks.acquire("uncontended", request(recording)).unwrap());
+            },
+        );
+        put(key, median(&times));
+    }
+    let rounds = scale(3000, 800);
+    for (procs, recording, suffix) in [
+        (2, Recording::Off, ""),
+        (8, Recording::Off, "_8proc"),
+        (2, Recording::Durable, "_recorded"),
+    ] {
+        let rounds = if recording == Recording::Durable {
+            rounds / 5
+        } else {
+            rounds
+        };
+        let handoffs = lock_handoffs_us(&store_path, procs, rounds, recording);
+        put(
+            &format!("lock_handoff_p50_us{suffix}"),
+            percentile(&handoffs, 0.50),
+        );
+        put(
+            &format!("lock_handoff_p99_us{suffix}"),
+            percentile(&handoffs, 0.99),
+        );
+    }
+
+    eprintln!("cli");
+    let cli = std::env::current_exe().unwrap().with_file_name("wfstate");
+    if cli.exists() {
+        let times: Vec<f64> = (0..scale(50, 20))
+            .map(|_| {
+                let started = Instant::now();
+                let out = Command::new(&cli)
+                    .arg("--store")
+                    .arg(&store_path)
+                    .args(["state", "get", WORKFLOW])
+                    .stdout(Stdio::null())
+                    .status()
+                    .unwrap();
+                assert!(out.success());
+                started.elapsed().as_secs_f64() * 1000.0
+            })
+            .collect();
+        put("cli_state_get_ms", median(&times));
+    } else {
+        eprintln!("  (skipped cli_state_get_ms: build the wfstate binary first)");
+    }
+    figures
+}
+
+fn increment(data: &mut Value) -> wfstate::Result<()> {
+    let n = data["n"].as_i64().unwrap_or(0);
+    data["n"] = (n + 1).into();
+    Ok(())
+}
+
+fn request(recording: Recording) -> LockRequest<'static> {
+    LockRequest {
+        mode: LockMode::Exclusive,
+        timeout: Some(Duration::from_secs(60)),
+        purpose: Some("benchmark"),
+        recording,
+        notice: None,
+    }
+}
+
+/// 1 KiB, different each time so nothing is deduplicated.
+fn payload(i: usize) -> Vec<u8> {
+    let mut bytes = vec![b'x'; 1024];
+    bytes[..8].copy_from_slice(&(i as u64).to_le_bytes());
+    bytes
+}
+
+/// The cheapest durable write there is: overwrite 1 KiB in place + fsync.
+fn fsync_floor_us(dir: &Path, n: usize) -> f64 {
+    let file = File::create(dir.join("floor")).unwrap();
+    file.write_all_at(&payload(0), 0).unwrap();
+    file.sync_all().unwrap();
+    median(&time_each(n, |i| {
+        file.write_all_at(&payload(i), 0).unwrap();
+        file.sync_all().unwrap();
+    }))
+}
+
+fn time_each(n: usize, mut op: impl FnMut(usize)) -> Vec<f64> {
+    (0..n)
+        .map(|i| {
+            let started = Instant::now();
+            op(i);
+            started.elapsed().as_secs_f64() * 1e6
+        })
+        .collect()
+}
+
+fn median(samples: &[f64]) -> f64 {
+    percentile(samples, 0.5)
+}
+
+fn percentile(samples: &[f64], p: f64) -> f64 {
+    let mut sorted = samples.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn path_str(p: &Path) -> &str {
+    p.to_str().expect("bench paths are UTF-8")
+}
+
+fn spawn_worker(args: &[&str]) -> Child {
+    Command::new(std::env::current_exe().unwrap())
+        .arg("--worker")
+        .args(args)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn monotonic_ns() -> u128 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    t.tv_sec as u128 * 1_000_000_000 + t.tv_nsec as u128
+}
+
+/// `procs` processes contend for one lock, `rounds` acquisitions each; each
+/// reports when it got the lock (after `acquire` returned) and when it let
+/// go (just before the guard drops). A handoff is the gap between one
+/// holder's release and the next acquisition by a *different* process; an
+/// immediate re-acquisition by the releaser is not a handoff and is skipped.
+fn lock_handoffs_us(store: &Path, procs: usize, rounds: usize, recording: Recording) -> Vec<f64> {
+    let go = store.join(format!("go-{procs}-{recording:?}"));
+    let record_flag = if recording == Recording::Durable {
+        "1"
+    } else {
+        "0"
+    };
+    let workers: Vec<Child> = (0..procs)
+        .map(|_| {
+            spawn_worker(&[
+                "handoff",
+                path_str(&store.join("locks")),
+                &rounds.to_string(),
+                record_flag,
+                path_str(&go),
+            ])
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    File::create(&go).unwrap();
+    let mut holds: Vec<(u128, u128, usize)> = Vec::new();
+    for (id, w) in workers.into_iter().enumerate() {
+        let out = w.wait_with_output().unwrap();
+        assert!(out.status.success(), "handoff worker failed");
+        for line in BufReader::new(&out.stdout[..]).lines() {
+            let line = line.unwrap();
+            let (acq, rel) = line.split_once(' ').unwrap();
+            holds.push((acq.parse().unwrap(), rel.parse().unwrap(), id));
+        }
+    }
+    holds.sort();
+    holds
+        .windows(2)
+        .filter(|w| w[0].2 != w[1].2)
+        .map(|w| (w[1].0.saturating_sub(w[0].1)) as f64 / 1000.0)
+        .collect()
+}
+
+fn worker(args: &[String]) {
+    match args[0].as_str() {
+        "update" => {
+            let store = Store::open(Path::new(&args[1]), StoreOptions::default()).unwrap();
+            let n: usize = args[2].parse().unwrap();
+            for _ in 0..n {
+                store.update(WORKFLOW, increment).unwrap();
+            }
+        }
+        "handoff" => {
+            let locks = LockManager::open(&args[1]).unwrap();
+            let rounds: usize = args[2].parse().unwrap();
+            let recording = if args[3] == "1" {
+                Recording::Durable
+            } else {
+                Recording::Off
+            };
+            let go = Path::new(&args[4]);
+            while !go.exists() {
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            let mut out = String::with_capacity(rounds * 40);
+            for _ in 0..rounds {
+                let guard = locks.acquire("handoff", request(recording)).unwrap();
+                let acquired = monotonic_ns();
+                // Hold briefly so the others are queued in the kernel.
+                let spin = Instant::now();
+                while spin.elapsed() < Duration::from_micros(20) {}
+                let released = monotonic_ns();
+                drop(guard);
+                out.push_str(&format!("{acquired} {released}\n"));
+            }
+            std::io::stdout().write_all(out.as_bytes()).unwrap();
+        }
+        other => panic!("unknown worker {other}"),
+    }
+}
