@@ -63,8 +63,8 @@ impl HolderRecord {
     /// One line for people: `pid 123 (alice@build-1, since …): deploy`.
     pub fn describe(&self) -> String {
         format!(
-            "pid {} ({}@{}, {} since {}): {}",
-            self.pid, self.user, self.host, self.mode, self.since, self.purpose
+            "pid {} ({}@{}, since {}): {}",
+            self.pid, self.user, self.host, self.since, self.purpose
         )
     }
 }

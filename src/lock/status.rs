@@ -64,32 +64,34 @@ impl LockStatus {
             .filter(|r| r.holding == Some(false))
             .map(|r| r.record.describe())
             .collect();
-        let pids = || match &self.kernel_pids {
-            Some(p) if !p.is_empty() => format!(
-                " pid {}",
-                p.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
-            ),
-            _ => String::new(),
+        // Name holders by their records when there are any, else by the
+        // pids the kernel reports.
+        let holders = || {
+            if !current.is_empty() {
+                return format!(" {}", current.join("; "));
+            }
+            match &self.kernel_pids {
+                Some(p) if !p.is_empty() => format!(
+                    " pid {}",
+                    p.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
+                ),
+                _ => String::new(),
+            }
         };
         let mut line = match self.held {
             Held::Free if !self.records.is_empty() => {
                 format!("free (last holder exited: {})", exited.join("; "))
             }
             Held::Free => "free".to_string(),
-            Held::Exclusive => format!("held exclusive by{}", pids()),
-            Held::Shared { holders: Some(n) } => format!("held shared by {n}:{}", pids()),
-            Held::Shared { holders: None } => "held shared".to_string(),
+            Held::Exclusive => format!("held exclusive by{}", holders()),
+            Held::Shared { holders: Some(n) } => format!("held shared by {n}:{}", holders()),
+            Held::Shared { holders: None } => format!("held shared by{}", holders()),
         };
-        if self.held != Held::Free {
-            if !current.is_empty() {
-                line.push_str(&format!(" — {}", current.join("; ")));
-            }
-            if !exited.is_empty() {
-                line.push_str(&format!(
-                    " (records left by exited holders: {})",
-                    exited.join("; ")
-                ));
-            }
+        if self.held != Held::Free && !exited.is_empty() {
+            line.push_str(&format!(
+                " (records left by exited holders: {})",
+                exited.join("; ")
+            ));
         }
         line
     }

@@ -6,6 +6,7 @@ use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{SystemTime, UNIX_EPOCH};
+use wfstate::lock::{LockMode, LockRequest, Recording};
 use wfstate::{Error, Store, StoreOptions};
 
 const WORKFLOW: &str = "demo-pipeline";
@@ -85,6 +86,9 @@ pub fn run(json: bool) -> wfstate::Result<Outcome> {
         "5. one byte of {} flipped by hand; state verify {scratch}: {verdict}",
         scratch_file.display()
     ));
+    let lock_step = show_lock(&store, &exe, &store_path)?;
+    say(lock_step);
+
     say(format!(
         "The demo store is left at {} for you to inspect (delete it when done).",
         store_path.display()
@@ -127,6 +131,38 @@ fn spawn_updater(
         }
         Ok(true)
     }))
+}
+
+/// Holds the lock `deploy` in this process and lets another process try it.
+fn show_lock(store: &Store, exe: &Path, store_path: &Path) -> wfstate::Result<String> {
+    let locks = store.locks()?;
+    let guard = locks.acquire(
+        "deploy",
+        LockRequest {
+            mode: LockMode::Exclusive,
+            timeout: Some(std::time::Duration::ZERO),
+            purpose: Some("demo: deploying release 1.4"),
+            recording: Recording::Durable,
+            notice: None,
+        },
+    )?;
+    let status = locks.status("deploy")?;
+    let other = Command::new(exe)
+        .arg("--store")
+        .arg(store_path)
+        .args(["lock", "run", "deploy", "--timeout", "0.3", "--", "true"])
+        .output()
+        .map_err(|e| Error::io("run", exe, e))?;
+    drop(guard);
+    let said = String::from_utf8_lossy(&other.stderr);
+    let first_line = said.lines().next().unwrap_or("(nothing)");
+    Ok(format!(
+        "6. this process holds lock deploy: lock status says \"{}\"\n   \
+         another process runs `wfstate lock run deploy --timeout 0.3 -- true`: exit {} (5 = timed out), \
+         having said once:\n   {first_line}",
+        status.describe(),
+        other.status.code().unwrap_or(-1)
+    ))
 }
 
 /// Damages the file the way a bad disk or a careless edit would, to show
