@@ -354,12 +354,20 @@ impl LockManager {
     }
 }
 
+/// The network filesystem a statfs `f_type` denotes, if it is one on which
+/// flock cannot be trusted.
+fn unreliable_flock_filesystem(f_type: i64) -> Option<&'static str> {
+    match f_type {
+        NFS_SUPER_MAGIC => Some("NFS"),
+        SMB_SUPER_MAGIC | CIFS_MAGIC_NUMBER | SMB2_MAGIC_NUMBER => Some("SMB/CIFS"),
+        _ => None,
+    }
+}
+
 fn refuse_network_filesystem(dir: &Path) -> Result<()> {
     let stat = rustix::fs::statfs(dir).map_err(|e| Error::io("statfs", dir, e.into()))?;
-    let kind = match stat.f_type as i64 {
-        NFS_SUPER_MAGIC => "NFS",
-        SMB_SUPER_MAGIC | CIFS_MAGIC_NUMBER | SMB2_MAGIC_NUMBER => "SMB/CIFS",
-        _ => return Ok(()),
+    let Some(kind) = unreliable_flock_filesystem(stat.f_type as i64) else {
+        return Ok(());
     };
     Err(Error::LockMisuse {
         lock: dir.display().to_string(),
@@ -639,6 +647,16 @@ mod tests {
         std::thread::sleep(Duration::from_millis(50));
         drop(held);
         assert!(waiter.join().unwrap());
+    }
+
+    #[test]
+    fn network_filesystems_are_recognized_and_local_ones_accepted() {
+        assert_eq!(unreliable_flock_filesystem(0x6969), Some("NFS"));
+        assert_eq!(unreliable_flock_filesystem(0xFF53_4D42), Some("SMB/CIFS"));
+        assert_eq!(unreliable_flock_filesystem(0xEF53), None); // ext4
+        assert_eq!(unreliable_flock_filesystem(0x0102_1994), None); // tmpfs
+        // And the directory this test runs in is accepted.
+        let (_dir, _mgr) = manager();
     }
 
     #[test]
