@@ -74,6 +74,58 @@ pub fn replace_file(
     })
 }
 
+/// Publishes a new file in two phases: steps 1–3 of [`replace_file`] (temp
+/// file written and fsynced), then `before_publish` (for example a durable
+/// index append that must precede the file's appearance), then steps 4–5
+/// (rename, directory fsync). If `before_publish` fails the temp file is
+/// removed and nothing is published.
+pub fn publish_file(
+    target: &Path,
+    bytes: &[u8],
+    before_publish: impl FnOnce() -> Result<()>,
+) -> Result<()> {
+    let dir = parent_of(target)?;
+    let (tmp_path, file) = create_temp_beside(target)?;
+    if let Err((op, source)) = write_and_sync(file, |w| w.write_all(bytes)) {
+        discard_temp(&tmp_path);
+        return Err(Error::io(op, &tmp_path, source));
+    }
+    if let Err(e) = before_publish() {
+        discard_temp(&tmp_path);
+        return Err(e);
+    }
+    if let Err(source) = fs::rename(&tmp_path, target) {
+        discard_temp(&tmp_path);
+        return Err(Error::io("rename into place", target, source));
+    }
+    sync_dir(dir)
+}
+
+/// Appends `bytes` to the existing file `path` and fsyncs it. A crash can
+/// leave a torn tail (a prefix of `bytes`); readers of appended files must
+/// detect that (fixed-size records with check digits do).
+pub fn append(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut file = OpenOptions::new()
+        .append(true)
+        .custom_flags(no_follow())
+        .open(path)
+        .map_err(|e| Error::io("open for append", path, e))?;
+    file.write_all(bytes)
+        .map_err(|e| Error::io("append", path, e))?;
+    sync(&file).map_err(|e| Error::io("fsync", path, e))
+}
+
+/// Removes every file in `paths` (all in directory `dir`) and then makes the
+/// removals durable with one directory fsync. Stops at the first failure;
+/// what was removed before it stays removed.
+pub fn remove_files(dir: &Path, paths: &[PathBuf]) -> Result<()> {
+    for path in paths {
+        debug_assert_eq!(path.parent(), Some(dir));
+        fs::remove_file(path).map_err(|e| Error::io("remove", path, e))?;
+    }
+    sync_dir(dir)
+}
+
 /// Convenience wrapper of [`replace_file`] for bytes already in memory.
 pub fn replace_file_with_bytes(target: &Path, bytes: &[u8]) -> Result<()> {
     replace_file(target, |w| w.write_all(bytes))

@@ -4,10 +4,13 @@
 //! <store>/format              {"format": "wfstate.store/1"}, written last by init
 //! <store>/state/<wf>.json     one state envelope per workflow
 //! <store>/locks/<name>.lock   lock files (never deleted)
+//! <store>/checkpoints/<wf>/   checkpoints (see `checkpoint::files`)
 //! ```
 //! Every write goes through `durable`; every state write happens under the
 //! workflow's exclusive lock.
 
+use crate::checkpoint::CheckpointBackend;
+use crate::checkpoint::files::FileCheckpoints;
 use crate::clock;
 use crate::durable::{self, ReadOutcome, TEMP_MARKER};
 use crate::error::{Error, Result};
@@ -25,6 +28,7 @@ pub const STORE_FORMAT: &str = "wfstate.store/1";
 const FORMAT_FILE: &str = "format";
 const STATE_DIR: &str = "state";
 const LOCK_DIR: &str = "locks";
+const CHECKPOINT_DIR: &str = "checkpoints";
 const MARKER_LIMIT: u64 = 4096;
 /// Writers hold a workflow's lock for milliseconds; only a wait this long
 /// means something is holding it for real and is worth telling the user.
@@ -34,6 +38,7 @@ pub struct FileBackend {
     root: PathBuf,
     options: StoreOptions,
     locks: LockManager,
+    checkpoints: FileCheckpoints,
 }
 
 impl FileBackend {
@@ -79,10 +84,17 @@ impl FileBackend {
         read_marker(root)?;
         durable::require_real_dir(&root.join(STATE_DIR))?;
         let locks = LockManager::open(root.join(LOCK_DIR))?;
+        let checkpoints = FileCheckpoints::new(
+            root.join(CHECKPOINT_DIR),
+            locks.clone(),
+            options.max_state_bytes,
+            options.lock_timeout,
+        );
         Ok(FileBackend {
             root: root.to_path_buf(),
             options,
             locks,
+            checkpoints,
         })
     }
 
@@ -107,9 +119,15 @@ impl FileBackend {
 
     /// Writes the next generation. The caller holds the workflow's lock and
     /// passes the generation it read under that lock.
-    fn write_next(&self, workflow: &str, current: u64, data: Value) -> Result<StateDoc> {
+    fn write_next(
+        &self,
+        workflow: &str,
+        current: u64,
+        origin: Option<Value>,
+        data: Value,
+    ) -> Result<StateDoc> {
         let path = self.state_path(workflow)?;
-        let doc = StateDoc::seal(workflow, current + 1, clock::now_rfc3339(), data);
+        let doc = StateDoc::seal(workflow, current + 1, clock::now_rfc3339(), origin, data);
         let limit = self.options.max_state_bytes;
         let written = durable::replace_file(&path, |out| {
             let mut limited = LimitedWriter {
@@ -169,7 +187,18 @@ impl Backend for FileBackend {
                 actual: current,
             });
         }
-        self.write_next(workflow, current, data)
+        self.write_next(workflow, current, None, data)
+    }
+
+    fn restore(&self, workflow: &str, data: Value, origin: Value) -> Result<StateDoc> {
+        let _guard = self.lock_workflow(workflow)?;
+        // As with save: a corrupt current state stops the restore.
+        let current = self.load(workflow)?.map_or(0, |d| d.generation);
+        self.write_next(workflow, current, Some(origin), data)
+    }
+
+    fn checkpoints(&self) -> Option<&dyn CheckpointBackend> {
+        Some(&self.checkpoints)
     }
 
     fn update(
@@ -183,7 +212,7 @@ impl Backend for FileBackend {
             None => (0, Value::Object(Map::new())),
         };
         edit(&mut data)?;
-        self.write_next(workflow, current, data)
+        self.write_next(workflow, current, None, data)
     }
 
     fn locks(&self) -> Option<&LockManager> {

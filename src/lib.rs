@@ -7,10 +7,13 @@
 //! commit protocol.
 
 pub mod canonical;
+pub mod checkpoint;
 pub mod clock;
+mod document;
 pub mod durable;
 mod error;
 pub mod file_store;
+pub mod id;
 pub mod integrity;
 pub mod lock;
 mod name;

@@ -14,6 +14,7 @@
 //! `checksum` covers the canonical JSON (RFC 8785) of every other member.
 
 use crate::error::{Error, Result};
+use crate::document;
 use crate::integrity::{self, CHECKSUM_FIELD};
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -33,6 +34,10 @@ pub struct StateDoc {
     /// RFC 3339, UTC.
     pub updated_at: String,
     pub checksum: String,
+    /// Where this version came from when it was not an ordinary save (for
+    /// example `{"restored_from_checkpoint": id, ...}`); covered by the checksum.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub origin: Option<Value>,
     pub data: Value,
 }
 
@@ -44,17 +49,28 @@ struct OnDisk<'a> {
     generation: u64,
     updated_at: &'a str,
     checksum: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    origin: Option<&'a Value>,
     data: &'a Value,
 }
 
 impl StateDoc {
     /// Seals `data` into a new document, computing its checksum.
-    pub fn seal(workflow: &str, generation: u64, updated_at: String, data: Value) -> StateDoc {
+    pub fn seal(
+        workflow: &str,
+        generation: u64,
+        updated_at: String,
+        origin: Option<Value>,
+        data: Value,
+    ) -> StateDoc {
         let mut covered = Map::new();
         covered.insert("format".into(), STATE_FORMAT.into());
         covered.insert("workflow".into(), workflow.into());
         covered.insert("generation".into(), generation.into());
         covered.insert("updated_at".into(), updated_at.clone().into());
+        if let Some(origin) = origin {
+            covered.insert("origin".into(), origin);
+        }
         covered.insert("data".into(), data);
         let checksum = integrity::checksum_of(&covered);
         let data = covered.remove("data").expect("inserted above");
@@ -63,6 +79,7 @@ impl StateDoc {
             generation,
             updated_at,
             checksum,
+            origin: covered.remove("origin"),
             data,
         }
     }
@@ -75,6 +92,7 @@ impl StateDoc {
             generation: self.generation,
             updated_at: &self.updated_at,
             checksum: &self.checksum,
+            origin: self.origin.as_ref(),
             data: &self.data,
         };
         serde_json::to_writer_pretty(&mut *out, &on_disk)?;
@@ -86,35 +104,7 @@ impl StateDoc {
     /// name.
     pub fn decode(bytes: &[u8], path: &Path, expected_workflow: &str) -> Result<StateDoc> {
         let bad = |problem: String| Error::integrity(path, problem);
-        let value: Value = serde_json::from_slice(bytes).map_err(|e| {
-            if e.is_eof() {
-                bad(format!("truncated or incomplete JSON ({e})"))
-            } else {
-                bad(format!("not valid JSON ({e})"))
-            }
-        })?;
-        let Value::Object(mut doc) = value else {
-            return Err(bad("expected a JSON object with a \"format\" member".into()));
-        };
-        match doc.get("format") {
-            Some(Value::String(f)) if f == STATE_FORMAT => {}
-            Some(Value::String(f)) if f.starts_with(FORMAT_FAMILY) => {
-                return Err(bad(format!(
-                    "state format {f:?} is not supported by this build (it reads {STATE_FORMAT:?})"
-                )));
-            }
-            Some(other) => {
-                return Err(bad(format!(
-                    "format is {other}, expected {STATE_FORMAT:?}: not a wfstate state file"
-                )));
-            }
-            None => {
-                return Err(bad(format!(
-                    "no \"format\" member, expected {STATE_FORMAT:?}: not a wfstate state file"
-                )));
-            }
-        }
-        integrity::verify(&doc).map_err(bad)?;
+        let mut doc = document::open(bytes, path, STATE_FORMAT, FORMAT_FAMILY, "state")?;
         let workflow = take_string(&mut doc, "workflow").map_err(bad)?;
         if workflow != expected_workflow {
             return Err(bad(format!(
@@ -127,6 +117,7 @@ impl StateDoc {
         };
         let updated_at = take_string(&mut doc, "updated_at").map_err(bad)?;
         let checksum = take_string(&mut doc, CHECKSUM_FIELD).map_err(bad)?;
+        let origin = doc.remove("origin");
         let data = doc
             .remove("data")
             .ok_or_else(|| bad("data member is missing".into()))?;
@@ -135,6 +126,7 @@ impl StateDoc {
             generation,
             updated_at,
             checksum,
+            origin,
             data,
         })
     }
@@ -161,14 +153,17 @@ mod tests {
 
     #[test]
     fn round_trips_through_bytes() {
-        let doc = StateDoc::seal(
-            "wf",
-            3,
-            "2026-01-01T00:00:00Z".into(),
-            json!({"n": [1, 2.5]}),
-        );
-        let back = StateDoc::decode(&encoded(&doc), Path::new("wf.json"), "wf").unwrap();
-        assert_eq!(back, doc);
+        for origin in [None, Some(json!({"restored_from_checkpoint": "x"}))] {
+            let doc = StateDoc::seal(
+                "wf",
+                3,
+                "2026-01-01T00:00:00Z".into(),
+                origin,
+                json!({"n": [1, 2.5]}),
+            );
+            let back = StateDoc::decode(&encoded(&doc), Path::new("wf.json"), "wf").unwrap();
+            assert_eq!(back, doc);
+        }
     }
 
     #[test]
@@ -177,6 +172,7 @@ mod tests {
             "wf",
             1,
             "2026-01-01T00:00:00Z".into(),
+            Some(json!({"restored_from_checkpoint": "c"})),
             json!({"k": "value"}),
         );
         let bytes = encoded(&doc);
@@ -200,7 +196,7 @@ mod tests {
 
     #[test]
     fn state_copied_under_another_name_is_refused() {
-        let doc = StateDoc::seal("a", 1, "2026-01-01T00:00:00Z".into(), json!(null));
+        let doc = StateDoc::seal("a", 1, "2026-01-01T00:00:00Z".into(), None, json!(null));
         let err = StateDoc::decode(&encoded(&doc), Path::new("b.json"), "b").unwrap_err();
         assert!(err.to_string().contains("expected \"b\""), "{err}");
     }

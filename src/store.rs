@@ -5,6 +5,9 @@
 
 use crate::error::{Error, Result};
 use crate::file_store::FileBackend;
+use crate::checkpoint::{
+    Checkpoint, CheckpointBackend, NewCheckpoint, StateSnapshot, context,
+};
 use crate::lock::{LockManager, WaitNotice};
 use crate::state::StateDoc;
 use serde_json::Value;
@@ -68,6 +71,13 @@ pub trait Backend: Send + Sync {
     ) -> Result<StateDoc>;
     /// Names of all workflows that have state, sorted.
     fn list_workflows(&self) -> Result<Vec<String>>;
+    /// Makes `data` the workflow's next generation under its lock, recording
+    /// `origin` (where the data came from) in the state document.
+    fn restore(&self, workflow: &str, data: Value, origin: Value) -> Result<StateDoc>;
+    /// The backend's checkpoints, if it stores them.
+    fn checkpoints(&self) -> Option<&dyn CheckpointBackend> {
+        None
+    }
     /// The backend's named locks, if it has file locks.
     fn locks(&self) -> Option<&LockManager> {
         None
@@ -155,6 +165,56 @@ impl Store {
 
     pub fn list_workflows(&self) -> Result<Vec<String>> {
         self.backend.list_workflows()
+    }
+
+    /// The store's checkpoints.
+    pub fn checkpoints(&self) -> Result<&dyn CheckpointBackend> {
+        self.backend.checkpoints().ok_or_else(|| {
+            Error::InvalidInput(format!(
+                "the store at {} has no checkpoints",
+                self.backend.location()
+            ))
+        })
+    }
+
+    /// Snapshots the workflow's current (verified) state into a new
+    /// checkpoint. Without a phase or summary, both are derived from the
+    /// state.
+    pub fn create_checkpoint(&self, mut new: NewCheckpoint) -> Result<Checkpoint> {
+        let state = self.backend.load(&new.workflow)?;
+        if new.phase.is_none() {
+            new.phase = state.as_ref().and_then(|s| context::phase_of(&s.data));
+        }
+        if new.context_summary.is_none() {
+            new.context_summary = Some(context::summarize(state.as_ref(), new.phase.as_deref()));
+        }
+        let snapshot = state.map(|s| StateSnapshot {
+            generation: s.generation,
+            data: s.data,
+        });
+        self.checkpoints()?.create(new, snapshot)
+    }
+
+    /// Makes checkpoint `id`'s state the workflow's current state: a new
+    /// generation, written under the workflow's lock, whose `origin` records
+    /// the checkpoint. A checkpoint that fails verification is refused.
+    pub fn restore(&self, id: &str) -> Result<(Checkpoint, StateDoc)> {
+        let checkpoint = self.checkpoints()?.get(id)?;
+        let Some(snapshot) = &checkpoint.state else {
+            return Err(Error::InvalidInput(format!(
+                "checkpoint {id} holds no state (workflow {:?} had none when it was taken)",
+                checkpoint.workflow
+            )));
+        };
+        let origin = serde_json::json!({
+            "restored_from_checkpoint": checkpoint.id,
+            "checkpoint_created_at": checkpoint.created_at,
+            "checkpoint_state_generation": snapshot.generation,
+        });
+        let doc = self
+            .backend
+            .restore(&checkpoint.workflow, snapshot.data.clone(), origin)?;
+        Ok((checkpoint, doc))
     }
 
     /// The store's named locks (`wfstate lock`).

@@ -58,6 +58,10 @@ const SMB2_MAGIC_NUMBER: i64 = 0xFE53_4D42;
 
 const LOCK_SUFFIX: &str = ".lock";
 
+/// Kinds of the locks the library takes for itself (`<kind>@<name>`):
+/// writers of a workflow's state, and creators/pruners of its checkpoints.
+pub const INTERNAL_KINDS: [&str; 2] = ["workflow", "checkpoint"];
+
 /// A lock's identity: the name users see, the file that carries it, and
 /// whether this acquisition leaves a record (user locks do unless asked not
 /// to; the library's own short-lived locks do not, to keep state writes at
@@ -322,10 +326,25 @@ impl LockManager {
         acquire(&id, LockMode::Exclusive, timeout, None, notice)
     }
 
+    /// An exclusive lock the library takes for itself, `<kind>@<name>`
+    /// (`kind` is one of [`INTERNAL_KINDS`]).
+    pub(crate) fn internal_exclusive(
+        &self,
+        kind: &str,
+        name: &str,
+        timeout: Option<Duration>,
+    ) -> Result<LockGuard> {
+        debug_assert!(INTERNAL_KINDS.contains(&kind));
+        let id = self.internal_lock(kind, name)?;
+        acquire(&id, LockMode::Exclusive, timeout, None, None)
+    }
+
     /// Status of the lock `name` (a user lock, or an internal `kind@name`).
     pub fn status(&self, name: &str) -> Result<LockStatus> {
         let id = match name.split_once('@') {
-            Some((kind, inner)) if kind == "workflow" => self.internal_lock(kind, inner)?,
+            Some((kind, inner)) if INTERNAL_KINDS.contains(&kind) => {
+                self.internal_lock(kind, inner)?
+            }
             _ => self.user_lock(name)?,
         };
         status::status_of(&id.display_name, &id.path)

@@ -1,6 +1,7 @@
 //! The `wfstate` command: argument parsing and output only; everything it
 //! does is a library call.
 
+mod checkpoint_cli;
 mod demo;
 
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
@@ -44,11 +45,95 @@ enum Command {
     /// Read and write workflow state
     #[command(subcommand)]
     State(StateCommand),
+    /// Snapshots of a workflow with lineage: create, list, show, chain, diff, restore, prune
+    #[command(subcommand)]
+    Checkpoint(CheckpointCommand),
+    /// A prompt for a person or an LLM taking a workflow over from its latest checkpoint
+    Resume {
+        /// Default: the workflow with the newest checkpoint
+        workflow: Option<String>,
+        /// Resume from this checkpoint instead of the latest
+        #[arg(long, value_name = "ID")]
+        from: Option<String>,
+    },
     /// Named shared/exclusive locks that cannot go stale
     #[command(subcommand)]
     Lock(LockCommand),
     /// A short tour in a temporary store
     Demo,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum CheckpointCommand {
+    /// Snapshot the workflow's current state with context for resuming it
+    Create {
+        workflow: String,
+        #[arg(short, long, value_name = "MSG")]
+        message: Option<String>,
+        /// Default: the state's "phase"
+        #[arg(long, value_name = "P")]
+        phase: Option<String>,
+        #[arg(long, value_name = "I")]
+        item: Option<String>,
+        /// Default: derived from the state (phase, items completed)
+        #[arg(long, value_name = "S")]
+        summary: Option<String>,
+        /// A key decision (repeatable)
+        #[arg(short = 'd', long = "decision", value_name = "DECISION")]
+        decisions: Vec<String>,
+        /// Record this file's size and SHA-256 (repeatable)
+        #[arg(long = "file", value_name = "PATH")]
+        files: Vec<PathBuf>,
+        /// Also record modified/untracked files (git), or recently modified ones
+        #[arg(long)]
+        detect_files: bool,
+        /// Continue from this checkpoint instead of the latest (branches the lineage)
+        #[arg(long, value_name = "ID", conflicts_with = "root")]
+        parent: Option<String>,
+        /// Start a new lineage (no parent)
+        #[arg(long)]
+        root: bool,
+    },
+    /// Checkpoints, newest first (exit 3 if any listed one is corrupt)
+    List {
+        workflow: Option<String>,
+        #[arg(long, value_name = "P")]
+        phase: Option<String>,
+        #[arg(long, value_name = "N", default_value_t = 20)]
+        limit: usize,
+        /// Only checkpoints older than this one (the next page)
+        #[arg(long, value_name = "ID")]
+        before: Option<String>,
+    },
+    /// One checkpoint in full, verified
+    Show { id: String },
+    /// Lineage of a checkpoint, newest first
+    Chain {
+        id: String,
+        #[arg(long, value_name = "N", default_value_t = 1000)]
+        max_depth: usize,
+    },
+    /// What changed from ID_A to ID_B (state as a JSON Patch with --json)
+    Diff { id_a: String, id_b: String },
+    /// Make a checkpoint's state the workflow's current state (a new generation)
+    Restore {
+        id: String,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+    /// Remove old checkpoints (never a workflow's latest)
+    Prune {
+        workflow: Option<String>,
+        /// Checkpoints created more than DAYS days ago
+        #[arg(long, value_name = "DAYS")]
+        older_than: Option<f64>,
+        /// Keep the newest N of each workflow
+        #[arg(long, value_name = "N")]
+        keep_last: Option<usize>,
+        /// Say what would be removed, remove nothing
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -128,7 +213,7 @@ enum StateCommand {
 }
 
 #[derive(Args)]
-struct WaitArgs {
+pub(crate) struct WaitArgs {
     /// Seconds to wait for the workflow's lock
     #[arg(long, value_name = "SECS", default_value_t = 60.0)]
     timeout: f64,
@@ -162,19 +247,19 @@ fn main() -> ExitCode {
 }
 
 /// What a command produced: a JSON value, and text for humans.
-struct Output {
+pub(crate) struct Output {
     json: Value,
     text: Text,
 }
 
 /// The human-readable form of an output.
-enum Text {
+pub(crate) enum Text {
     Plain(String),
     /// A document, streamed to stdout as pretty JSON (no copy as a string).
     Document(Value),
 }
 
-struct Outcome {
+pub(crate) struct Outcome {
     output: Output,
     code: u8,
 }
@@ -256,6 +341,20 @@ fn run(cli: Cli, json: bool, matches: &ArgMatches) -> wfstate::Result<Outcome> {
             ))
         }
         Command::Demo => demo::run(json),
+        Command::Checkpoint(command) => {
+            let path = store::locate(cli.store.as_deref(), &cwd)?;
+            let store = open_store(&path, None)?;
+            let outcome = checkpoint_cli::run(&store, &path, command);
+            report_index_repairs(&store);
+            outcome
+        }
+        Command::Resume { workflow, from } => {
+            let path = store::locate(cli.store.as_deref(), &cwd)?;
+            let store = open_store(&path, None)?;
+            let outcome = checkpoint_cli::resume(&store, &path, workflow, from);
+            report_index_repairs(&store);
+            outcome
+        }
         Command::Lock(command) => {
             let path = store::locate(cli.store.as_deref(), &cwd)?;
             run_lock(&path, command)
@@ -270,7 +369,19 @@ fn run(cli: Cli, json: bool, matches: &ArgMatches) -> wfstate::Result<Outcome> {
     }
 }
 
-fn seconds(value: f64) -> wfstate::Result<Duration> {
+/// Says on stderr when a checkpoint index had to be rebuilt to answer.
+fn report_index_repairs(store: &Store) {
+    if let Ok(checkpoints) = store.checkpoints() {
+        for repair in checkpoints.take_repairs() {
+            eprintln!(
+                "wfstate: checkpoint index of {}: {}; rebuilt it from {} checkpoint file(s)",
+                repair.workflow, repair.problem, repair.checkpoints
+            );
+        }
+    }
+}
+
+pub(crate) fn seconds(value: f64) -> wfstate::Result<Duration> {
     if value.is_finite() && value >= 0.0 {
         Ok(Duration::from_secs_f64(value))
     } else {
@@ -280,7 +391,7 @@ fn seconds(value: f64) -> wfstate::Result<Duration> {
     }
 }
 
-fn open_store(path: &Path, wait: Option<&WaitArgs>) -> wfstate::Result<Store> {
+pub(crate) fn open_store(path: &Path, wait: Option<&WaitArgs>) -> wfstate::Result<Store> {
     let mut options = StoreOptions::default();
     if let Some(wait) = wait {
         options.lock_timeout = Some(seconds(wait.timeout)?);
@@ -461,6 +572,9 @@ fn run_state(
                     "updated_at": doc.updated_at,
                     "checksum": doc.checksum,
                 });
+                if let Some(origin) = doc.origin {
+                    envelope["origin"] = origin;
+                }
                 if let Some(p) = pointer {
                     envelope["pointer"] = p.into();
                 }

@@ -1,0 +1,236 @@
+//! `wfstate checkpoint ...` and `wfstate resume`: argument handling and
+//! output; the work is in `wfstate::checkpoint`.
+
+use crate::{CheckpointCommand, Outcome, Output, Text, open_store, seconds};
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use wfstate::checkpoint::context::{self, Resume};
+use wfstate::checkpoint::diff::diff_checkpoints;
+use wfstate::checkpoint::{
+    ListContent, ListQuery, NewCheckpoint, ParentChoice, PrunePolicy,
+};
+use wfstate::{Error, Store};
+
+/// The folder that holds the store: file paths are recorded relative to it.
+fn project_root(store_path: &Path) -> PathBuf {
+    let absolute = std::fs::canonicalize(store_path).unwrap_or_else(|_| store_path.to_path_buf());
+    absolute.parent().map_or(absolute.clone(), Path::to_path_buf)
+}
+
+fn document(value: Value) -> Outcome {
+    Outcome {
+        output: Output {
+            json: value.clone(),
+            text: Text::Document(value),
+        },
+        code: 0,
+    }
+}
+
+pub fn run(store: &Store, store_path: &Path, command: CheckpointCommand) -> wfstate::Result<Outcome> {
+    let checkpoints = store.checkpoints()?;
+    match command {
+        CheckpointCommand::Create {
+            workflow,
+            message,
+            phase,
+            item,
+            summary,
+            decisions,
+            files,
+            detect_files,
+            parent,
+            root,
+        } => {
+            let project = project_root(store_path);
+            let mut records = Vec::new();
+            for path in &files {
+                records.push(context::fingerprint(path, &project)?);
+            }
+            if detect_files {
+                for relative in context::detect_files(&project) {
+                    if let Ok(record) = context::fingerprint(&project.join(&relative), &project)
+                        && !records.iter().any(|r| r.path == record.path)
+                    {
+                        records.push(record);
+                    }
+                }
+            }
+            let parent = match (parent, root) {
+                (Some(id), _) => ParentChoice::Id(id),
+                (None, true) => ParentChoice::Root,
+                (None, false) => ParentChoice::Latest,
+            };
+            let cp = store.create_checkpoint(NewCheckpoint {
+                workflow,
+                phase,
+                item,
+                message,
+                context_summary: summary,
+                key_decisions: decisions,
+                files: records,
+                parent,
+                origin: None,
+            })?;
+            Ok(Outcome::ok(
+                json!({"id": cp.id, "workflow": cp.workflow, "parent": cp.parent,
+                       "created_at": cp.created_at, "files": cp.files.len(), "checksum": cp.checksum}),
+                format!(
+                    "created checkpoint {} of {} (parent {})",
+                    cp.id,
+                    cp.workflow,
+                    cp.parent.as_deref().unwrap_or("none: a new lineage")
+                ),
+            ))
+        }
+        CheckpointCommand::List {
+            workflow,
+            phase,
+            limit,
+            before,
+        } => {
+            let entries = checkpoints.list(&ListQuery {
+                workflow,
+                phase,
+                limit,
+                before,
+            })?;
+            let mut corrupt = 0;
+            let text = entries
+                .iter()
+                .map(|e| match &e.content {
+                    ListContent::Ok { phase, message, .. } => format!(
+                        "{}  {}  {}  {}  {}",
+                        e.id,
+                        e.created_at,
+                        e.workflow,
+                        phase.as_deref().unwrap_or("-"),
+                        message.as_deref().unwrap_or("")
+                    ),
+                    ListContent::Corrupt { error } => {
+                        corrupt += 1;
+                        eprintln!("wfstate: {error}");
+                        format!("{}  {}  {}  CORRUPT", e.id, e.created_at, e.workflow)
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("\n");
+            let mut outcome = Outcome::ok(serde_json::to_value(&entries).expect("serializes"), text);
+            if corrupt > 0 {
+                outcome.code = 3;
+            }
+            Ok(outcome)
+        }
+        CheckpointCommand::Show { id } => {
+            let cp = checkpoints.get(&id)?;
+            Ok(document(serde_json::to_value(&cp).expect("serializes")))
+        }
+        CheckpointCommand::Chain { id, max_depth } => {
+            let chain = checkpoints.chain(&id, max_depth)?;
+            let mut text = chain
+                .links
+                .iter()
+                .map(|l| format!("{}  {}", l.id, l.created_at))
+                .collect::<Vec<_>>()
+                .join("\n");
+            if let Some(stop) = &chain.stopped {
+                eprintln!("wfstate: warning: {}", stop.describe());
+                text.push_str(&format!("\n({})", stop.describe()));
+            }
+            Ok(Outcome::ok(serde_json::to_value(&chain).expect("serializes"), text))
+        }
+        CheckpointCommand::Diff { id_a, id_b } => {
+            let a = checkpoints.get(&id_a)?;
+            let b = checkpoints.get(&id_b)?;
+            let diff = diff_checkpoints(&a, &b);
+            Ok(Outcome::ok(
+                serde_json::to_value(&diff).expect("serializes"),
+                diff.describe(),
+            ))
+        }
+        CheckpointCommand::Restore { id, wait } => {
+            // Reopen with the caller's lock timeout for the state write.
+            let store = open_store(store_path, Some(&wait))?;
+            let (cp, doc) = store.restore(&id)?;
+            Ok(Outcome::ok(
+                json!({"workflow": doc.workflow, "restored_from": cp.id,
+                       "generation": doc.generation, "checksum": doc.checksum}),
+                format!(
+                    "restored {} to checkpoint {}: now generation {}",
+                    doc.workflow, cp.id, doc.generation
+                ),
+            ))
+        }
+        CheckpointCommand::Prune {
+            workflow,
+            older_than,
+            keep_last,
+            dry_run,
+        } => {
+            let older_than = older_than
+                .map(|days| seconds(days * 86_400.0))
+                .transpose()
+                .map_err(|_| Error::InvalidInput("--older-than must be a non-negative number of days".into()))?;
+            let pruned = checkpoints.prune(&PrunePolicy {
+                workflow,
+                older_than,
+                keep_last,
+                dry_run,
+            })?;
+            let (verb, total) = if dry_run {
+                ("would prune", "would be pruned")
+            } else {
+                ("pruned", "pruned")
+            };
+            let mut text: Vec<String> = pruned
+                .iter()
+                .map(|p| format!("{verb} {} ({}, {})", p.id, p.workflow, p.created_at))
+                .collect();
+            text.push(format!("{} checkpoint(s) {total}", pruned.len()));
+            Ok(Outcome::ok(
+                json!({"dry_run": dry_run, "pruned": pruned}),
+                text.join("\n"),
+            ))
+        }
+    }
+}
+
+pub fn resume(
+    store: &Store,
+    store_path: &Path,
+    workflow: Option<String>,
+    from: Option<String>,
+) -> wfstate::Result<Outcome> {
+    let checkpoints = store.checkpoints()?;
+    let checkpoint = match (from, workflow) {
+        (Some(id), _) => checkpoints.get(&id)?,
+        (None, Some(wf)) => checkpoints.latest(&wf)?.ok_or_else(|| Error::NotFound {
+            what: format!("checkpoint of workflow {wf:?}"),
+            path: None,
+        })?,
+        (None, None) => {
+            let mut newest = None;
+            for wf in checkpoints.workflows()? {
+                if let Some(cp) = checkpoints.latest(&wf)?
+                    && newest.as_ref().is_none_or(|n: &wfstate::checkpoint::Checkpoint| cp.id > n.id)
+                {
+                    newest = Some(cp);
+                }
+            }
+            newest.ok_or_else(|| Error::NotFound {
+                what: "any checkpoint in this store".into(),
+                path: None,
+            })?
+        }
+    };
+    let current = match store.load(&checkpoint.workflow) {
+        Ok(doc) => Some(doc.generation),
+        Err(Error::NotFound { .. }) => None,
+        Err(e) => return Err(e),
+    };
+    let resume = Resume::new(&checkpoint, current, &project_root(store_path));
+    Ok(Outcome::ok(
+        serde_json::to_value(&resume).expect("serializes"),
+        resume.prompt(),
+    ))
+}

@@ -1,0 +1,568 @@
+//! Checkpoints in the embedded file store.
+//!
+//! ```text
+//! <store>/checkpoints/<workflow>/<id>.json   one sealed checkpoint per file
+//! <store>/checkpoints/<workflow>/index       the rebuildable index
+//! ```
+//!
+//! Creation, under the workflow's checkpoint lock (`checkpoint@<wf>`):
+//! 1. write the checkpoint to a temp file and fsync it;
+//! 2. append its index record and fsync the index;
+//! 3. rename the temp file to `<id>.json` and fsync the directory.
+//!
+//! Step 3 is the commit point: a checkpoint exists exactly when its file
+//! does. Step 2 comes first so that every committed checkpoint is in the
+//! index; a crash between 2 and 3 leaves an index record without a file,
+//! which every reader treats as never committed.
+
+use super::index::{self, IndexProblem, IndexReader, IndexRecord};
+use super::{
+    Chain, ChainLink, ChainStop, Checkpoint, CheckpointBackend, IndexRepair, ListContent,
+    ListEntry, ListQuery, NewCheckpoint, ParentChoice, PrunePolicy, Pruned, StateSnapshot,
+    validate_id,
+};
+use crate::clock;
+use crate::durable::{self, ReadOutcome};
+use crate::error::{Error, Result};
+use crate::id;
+use crate::lock::{LockGuard, LockManager};
+use crate::name::validate_name;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+const INDEX_FILE: &str = "index";
+/// Checkpoints embed a state snapshot, so they get the state limit plus room
+/// for the metadata.
+const METADATA_ALLOWANCE: u64 = 16 * 1024 * 1024;
+
+pub struct FileCheckpoints {
+    root: PathBuf,
+    locks: LockManager,
+    max_bytes: u64,
+    lock_timeout: Option<Duration>,
+    repairs: Mutex<Vec<IndexRepair>>,
+}
+
+impl FileCheckpoints {
+    pub fn new(
+        root: PathBuf,
+        locks: LockManager,
+        max_state_bytes: u64,
+        lock_timeout: Option<Duration>,
+    ) -> Self {
+        FileCheckpoints {
+            root,
+            locks,
+            max_bytes: max_state_bytes + METADATA_ALLOWANCE,
+            lock_timeout,
+            repairs: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn workflow_dir(&self, workflow: &str) -> Result<PathBuf> {
+        validate_name(workflow)?;
+        Ok(self.root.join(workflow))
+    }
+
+    fn file_of(&self, workflow: &str, id: &str) -> Result<PathBuf> {
+        validate_id(id)?;
+        Ok(self.workflow_dir(workflow)?.join(format!("{id}.json")))
+    }
+
+    fn lock(&self, workflow: &str) -> Result<LockGuard> {
+        self.locks
+            .internal_exclusive("checkpoint", workflow, self.lock_timeout)
+    }
+
+    /// Reads and verifies one checkpoint file; `None` if it does not exist.
+    fn read(&self, workflow: &str, id: &str) -> Result<Option<Checkpoint>> {
+        let path = self.file_of(workflow, id)?;
+        match durable::read_file(&path, self.max_bytes)? {
+            ReadOutcome::Missing => Ok(None),
+            ReadOutcome::Found(bytes) => Checkpoint::decode(&bytes, &path, id, workflow).map(Some),
+        }
+    }
+
+    fn committed(&self, workflow: &str, id: &str) -> Result<bool> {
+        Ok(self.file_of(workflow, id)?.exists())
+    }
+
+    /// The workflow's index, rebuilt from the checkpoint files first if it is
+    /// missing or damaged. `Ok(None)`: the workflow has no checkpoints.
+    fn index(&self, workflow: &str) -> Result<Option<IndexReader>> {
+        let dir = self.workflow_dir(workflow)?;
+        if !dir.exists() {
+            return Ok(None);
+        }
+        let path = dir.join(INDEX_FILE);
+        match IndexReader::open(&path)? {
+            Ok(reader) => return Ok(Some(reader)),
+            // No index and no checkpoint files: nothing to rebuild.
+            Err(IndexProblem::Missing) if !has_checkpoint_files(&dir)? => return Ok(None),
+            Err(_) => {}
+        }
+        // Re-check under the lock: a writer may have been mid-way.
+        let _guard = self.lock(workflow)?;
+        match IndexReader::open(&path)? {
+            Ok(reader) => Ok(Some(reader)),
+            Err(problem) => {
+                let problem = match problem {
+                    IndexProblem::Missing => "index missing".to_string(),
+                    IndexProblem::Damaged(why) => format!("index damaged ({why})"),
+                };
+                self.rebuild_locked(workflow, &problem)?;
+                match IndexReader::open(&path)? {
+                    Ok(reader) => Ok(Some(reader)),
+                    Err(p) => Err(Error::integrity(&path, format!("rebuilt index unusable: {p:?}"))),
+                }
+            }
+        }
+    }
+
+    /// A record the caller needs turned out damaged: rebuild and retry once.
+    fn repair_and_reopen(&self, workflow: &str, problem: &str) -> Result<IndexReader> {
+        let _guard = self.lock(workflow)?;
+        self.rebuild_locked(workflow, problem)?;
+        let path = self.workflow_dir(workflow)?.join(INDEX_FILE);
+        IndexReader::open(&path)?
+            .map_err(|p| Error::integrity(&path, format!("rebuilt index unusable: {p:?}")))
+    }
+
+    /// Rewrites the index from the checkpoint files. Unreadable checkpoint
+    /// files are left out (they are reported by `list`, `show` and health).
+    fn rebuild_locked(&self, workflow: &str, problem: &str) -> Result<usize> {
+        let dir = self.workflow_dir(workflow)?;
+        let entries = std::fs::read_dir(&dir).map_err(|e| Error::io("list", &dir, e))?;
+        let mut records = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| Error::io("list", &dir, e))?;
+            let name = entry.file_name();
+            let Some(id) = name.to_str().and_then(|n| n.strip_suffix(".json")) else {
+                continue;
+            };
+            if !id::is_valid(id) {
+                continue;
+            }
+            if let Ok(Some(cp)) = self.read(workflow, id) {
+                records.push(record_of(&cp));
+            }
+        }
+        records.sort_by(|a, b| a.id.cmp(&b.id));
+        let mut bytes = index::header().to_vec();
+        for r in &records {
+            bytes.extend_from_slice(&r.encode());
+        }
+        durable::replace_file_with_bytes(&dir.join(INDEX_FILE), &bytes)?;
+        self.repairs
+            .lock()
+            .expect("repairs lock")
+            .push(IndexRepair {
+                workflow: workflow.to_string(),
+                problem: problem.to_string(),
+                checkpoints: records.len(),
+            });
+        Ok(records.len())
+    }
+
+    /// The newest committed record, scanning back over uncommitted ones.
+    fn latest_record(&self, workflow: &str) -> Result<Option<IndexRecord>> {
+        let Some(mut reader) = self.index(workflow)? else {
+            return Ok(None);
+        };
+        let mut i = reader.count();
+        while i > 0 {
+            i -= 1;
+            let record = match reader.record(i)? {
+                Ok(r) => r,
+                Err(why) => {
+                    reader = self.repair_and_reopen(workflow, &why)?;
+                    i = reader.count();
+                    continue;
+                }
+            };
+            if self.committed(workflow, &record.id)? {
+                return Ok(Some(record));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Which workflow holds checkpoint `id`.
+    fn locate(&self, id: &str) -> Result<String> {
+        validate_id(id)?;
+        for workflow in self.workflows()? {
+            if self.committed(&workflow, id)? {
+                return Ok(workflow);
+            }
+        }
+        Err(Error::NotFound {
+            what: format!("checkpoint {id}"),
+            path: None,
+        })
+    }
+
+    fn list_workflow(&self, workflow: &str, query: &ListQuery) -> Result<Vec<ListEntry>> {
+        let Some(mut reader) = self.index(workflow)? else {
+            return Ok(Vec::new());
+        };
+        let tag = index::phase_tag(query.phase.as_deref());
+        let mut entries = Vec::new();
+        let mut end = match &query.before {
+            Some(before) => reader.lower_bound(before)?,
+            None => reader.count(),
+        };
+        while end > 0 && entries.len() < query.limit {
+            end -= 1;
+            let record = match reader.record(end)? {
+                Ok(r) => r,
+                Err(why) => {
+                    reader = self.repair_and_reopen(workflow, &why)?;
+                    end = match &query.before {
+                        Some(before) => reader.lower_bound(before)?,
+                        None => reader.count(),
+                    };
+                    entries.clear();
+                    continue;
+                }
+            };
+            if tag.is_some() && record.phase_tag != tag {
+                continue;
+            }
+            let content = match self.read(workflow, &record.id) {
+                Ok(None) => continue, // never committed
+                Ok(Some(cp)) => ListContent::Ok {
+                    phase: cp.phase,
+                    item: cp.item,
+                    message: cp.message,
+                },
+                Err(e) => ListContent::Corrupt {
+                    error: e.to_string(),
+                },
+            };
+            entries.push(ListEntry {
+                id: record.id.clone(),
+                workflow: workflow.to_string(),
+                created_at: micros_to_rfc3339(record.created_us),
+                parent: record.parent,
+                content,
+            });
+        }
+        Ok(entries)
+    }
+
+    fn prune_workflow(&self, workflow: &str, policy: &PrunePolicy) -> Result<Vec<Pruned>> {
+        let _guard = self.lock(workflow)?;
+        let Some(mut reader) = self.index(workflow)? else {
+            return Ok(Vec::new());
+        };
+        reader.load()?;
+        let mut records = Vec::with_capacity(reader.count());
+        for i in 0..reader.count() {
+            match reader.record(i)? {
+                Ok(r) => records.push(r),
+                Err(why) => {
+                    self.rebuild_locked(workflow, &why)?;
+                    return self.prune_workflow(workflow, policy);
+                }
+            }
+        }
+        let dir = self.workflow_dir(workflow)?;
+        // Only committed checkpoints count, and the newest of them is kept.
+        records.retain(|r| dir.join(format!("{}.json", r.id)).exists());
+        let Some(latest) = records.last().map(|r| r.id.clone()) else {
+            return Ok(Vec::new());
+        };
+        let keep_from = policy
+            .keep_last
+            .map_or(0, |n| records.len().saturating_sub(n));
+        let cutoff_us = policy.older_than.map(|age| {
+            (clock::now_micros() as u64).saturating_sub(age.as_micros() as u64)
+        });
+        let (mut selected, mut kept) = (Vec::new(), Vec::new());
+        for (i, record) in records.into_iter().enumerate() {
+            let by_count = policy.keep_last.is_none() || i < keep_from;
+            let by_age = cutoff_us.is_none_or(|cut| record.created_us < cut);
+            if record.id != latest && by_count && by_age {
+                selected.push(record);
+            } else {
+                kept.push(record);
+            }
+        }
+        let pruned: Vec<Pruned> = selected
+            .iter()
+            .map(|r| Pruned {
+                workflow: workflow.to_string(),
+                id: r.id.clone(),
+                created_at: micros_to_rfc3339(r.created_us),
+            })
+            .collect();
+        if policy.dry_run || selected.is_empty() {
+            return Ok(pruned);
+        }
+        // Files first: a crash before the index is rewritten leaves records
+        // without files, which readers already treat as absent.
+        let paths: Vec<PathBuf> = selected
+            .iter()
+            .map(|r| dir.join(format!("{}.json", r.id)))
+            .collect();
+        durable::remove_files(&dir, &paths)?;
+        let mut bytes = index::header().to_vec();
+        for r in &kept {
+            bytes.extend_from_slice(&r.encode());
+        }
+        durable::replace_file_with_bytes(&dir.join(INDEX_FILE), &bytes)?;
+        Ok(pruned)
+    }
+}
+
+fn has_checkpoint_files(dir: &Path) -> Result<bool> {
+    let entries = std::fs::read_dir(dir).map_err(|e| Error::io("list", dir, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io("list", dir, e))?;
+        if entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.strip_suffix(".json"))
+            .is_some_and(id::is_valid)
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+fn record_of(cp: &Checkpoint) -> IndexRecord {
+    IndexRecord {
+        id: cp.id.clone(),
+        parent: cp.parent.clone(),
+        created_us: clock::parse_rfc3339_micros(&cp.created_at).unwrap_or(0),
+        phase_tag: index::phase_tag(cp.phase.as_deref()),
+    }
+}
+
+fn micros_to_rfc3339(us: u64) -> String {
+    clock::micros_to_rfc3339(us)
+}
+
+impl CheckpointBackend for FileCheckpoints {
+    fn create(&self, new: NewCheckpoint, state: Option<StateSnapshot>) -> Result<Checkpoint> {
+        let workflow = new.workflow.clone();
+        let dir = self.workflow_dir(&workflow)?;
+        durable::create_dir(&self.root)?;
+        let _guard = self.lock(&workflow)?;
+        durable::create_dir(&dir)?;
+        let index_path = dir.join(INDEX_FILE);
+        // The newest id so far, committed or not, so the new one sorts last.
+        let reader = self.index(&workflow)?;
+        let newest_id = match &reader {
+            Some(r) if r.count() > 0 => match r.record(r.count() - 1)? {
+                Ok(rec) => Some(rec.id),
+                Err(why) => {
+                    self.rebuild_locked(&workflow, &why)?;
+                    self.latest_record(&workflow)?.map(|r| r.id)
+                }
+            },
+            _ => None,
+        };
+        let parent = match new.parent {
+            ParentChoice::Root => None,
+            ParentChoice::Latest => self.latest_record(&workflow)?.map(|r| r.id),
+            ParentChoice::Id(parent) => {
+                validate_id(&parent)?;
+                if !self.committed(&workflow, &parent)? {
+                    return Err(Error::NotFound {
+                        what: format!("parent checkpoint {parent} in workflow {workflow:?}"),
+                        path: None,
+                    });
+                }
+                Some(parent)
+            }
+        };
+        let id = id::next_after(newest_id.as_deref());
+        let created_us = clock::now_micros() as u64;
+        let checkpoint = Checkpoint {
+            format: super::CHECKPOINT_FORMAT.to_string(),
+            id: id.clone(),
+            workflow: workflow.clone(),
+            parent,
+            created_at: micros_to_rfc3339(created_us),
+            phase: new.phase,
+            item: new.item,
+            message: new.message,
+            context_summary: new.context_summary,
+            key_decisions: new.key_decisions,
+            files: new.files,
+            state,
+            origin: new.origin,
+            checksum: String::new(),
+        }
+        .seal();
+        let bytes = checkpoint.to_bytes();
+        if bytes.len() as u64 > self.max_bytes {
+            return Err(Error::TooLarge {
+                what: format!("checkpoint of workflow {workflow:?}"),
+                size: bytes.len() as u64,
+                limit: self.max_bytes,
+            });
+        }
+        let record = record_of(&checkpoint);
+        if reader.is_none() {
+            durable::replace_file_with_bytes(&index_path, &index::header())?;
+        }
+        durable::publish_file(&self.file_of(&workflow, &id)?, &bytes, || {
+            durable::append(&index_path, &record.encode())
+        })?;
+        Ok(checkpoint)
+    }
+
+    fn get(&self, id: &str) -> Result<Checkpoint> {
+        let workflow = self.locate(id)?;
+        self.read(&workflow, id)?.ok_or_else(|| Error::NotFound {
+            what: format!("checkpoint {id}"),
+            path: None,
+        })
+    }
+
+    fn latest(&self, workflow: &str) -> Result<Option<Checkpoint>> {
+        match self.latest_record(workflow)? {
+            Some(record) => self.read(workflow, &record.id),
+            None => Ok(None),
+        }
+    }
+
+    fn list(&self, query: &ListQuery) -> Result<Vec<ListEntry>> {
+        if let Some(before) = &query.before {
+            validate_id(before)?;
+        }
+        let workflows = match &query.workflow {
+            Some(w) => {
+                validate_name(w)?;
+                vec![w.clone()]
+            }
+            None => self.workflows()?,
+        };
+        let mut all = Vec::new();
+        for workflow in workflows {
+            all.extend(self.list_workflow(&workflow, query)?);
+        }
+        all.sort_by(|a, b| b.id.cmp(&a.id));
+        all.truncate(query.limit);
+        Ok(all)
+    }
+
+    fn chain(&self, id: &str, max_depth: usize) -> Result<Chain> {
+        let workflow = self.locate(id)?;
+        let mut reader = self
+            .index(&workflow)?
+            .ok_or_else(|| Error::NotFound {
+                what: format!("checkpoint {id}"),
+                path: None,
+            })?;
+        reader.load()?;
+        let mut links = Vec::new();
+        let mut seen = HashSet::new();
+        let mut current = id.to_string();
+        let stopped = loop {
+            if links.len() == max_depth {
+                break Some(ChainStop::MaxDepth { depth: max_depth });
+            }
+            let record = match reader.find(&current)? {
+                Some(Ok(r)) => r,
+                Some(Err(why)) => {
+                    reader = self.repair_and_reopen(&workflow, &why)?;
+                    reader.load()?;
+                    links.clear();
+                    seen.clear();
+                    current = id.to_string();
+                    continue;
+                }
+                None if links.is_empty() => {
+                    // Committed (its file exists) but not indexed: the index
+                    // is stale. Rebuild once, then it must be there.
+                    reader = self.repair_and_reopen(&workflow, "index lacks a committed checkpoint")?;
+                    reader.load()?;
+                    match reader.find(&current)? {
+                        Some(Ok(_)) => continue,
+                        _ => {
+                            return Err(Error::NotFound {
+                                what: format!("checkpoint {id}"),
+                                path: None,
+                            });
+                        }
+                    }
+                }
+                None => {
+                    let at = links.last().map(|l: &ChainLink| l.id.clone()).unwrap_or_default();
+                    break Some(ChainStop::MissingParent { at, missing: current });
+                }
+            };
+            seen.insert(record.id.clone());
+            let parent = record.parent.clone();
+            links.push(ChainLink {
+                id: record.id,
+                created_at: micros_to_rfc3339(record.created_us),
+                parent: parent.clone(),
+            });
+            match parent {
+                None => break None,
+                Some(p) if seen.contains(&p) => {
+                    let at = links.last().expect("just pushed").id.clone();
+                    break Some(ChainStop::Cycle { at, repeats: p });
+                }
+                Some(p) => current = p,
+            }
+        };
+        Ok(Chain { links, stopped })
+    }
+
+    fn prune(&self, policy: &PrunePolicy) -> Result<Vec<Pruned>> {
+        if policy.older_than.is_none() && policy.keep_last.is_none() {
+            return Err(Error::InvalidInput(
+                "prune needs a rule: --older-than DAYS and/or --keep-last N".into(),
+            ));
+        }
+        let workflows = match &policy.workflow {
+            Some(w) => {
+                validate_name(w)?;
+                vec![w.clone()]
+            }
+            None => self.workflows()?,
+        };
+        let mut pruned = Vec::new();
+        for workflow in workflows {
+            pruned.extend(self.prune_workflow(&workflow, policy)?);
+        }
+        Ok(pruned)
+    }
+
+    fn workflows(&self) -> Result<Vec<String>> {
+        let entries = match std::fs::read_dir(&self.root) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::io("list", &self.root, e)),
+        };
+        let mut names = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| Error::io("list", &self.root, e))?;
+            if let Some(name) = entry.file_name().to_str()
+                && validate_name(name).is_ok()
+                && entry.file_type().is_ok_and(|t| t.is_dir())
+            {
+                names.push(name.to_string());
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    fn take_repairs(&self) -> Vec<IndexRepair> {
+        std::mem::take(&mut *self.repairs.lock().expect("repairs lock"))
+    }
+}
+
+/// The index file of a workflow's checkpoints (for tests and health).
+pub fn index_path(checkpoints_root: &Path, workflow: &str) -> PathBuf {
+    checkpoints_root.join(workflow).join(INDEX_FILE)
+}

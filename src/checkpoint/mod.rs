@@ -1,0 +1,277 @@
+//! Checkpoints: immutable snapshots of a workflow with what a successor
+//! needs to resume it, linked into lineages by parent ids.
+//!
+//! A checkpoint is one sealed JSON document (`wfstate.checkpoint/1`); the
+//! files backend keeps one file per checkpoint plus a rebuildable index
+//! (see `index` and `docs/DESIGN.md`).
+
+pub mod context;
+pub mod diff;
+pub mod files;
+pub mod index;
+
+use crate::document;
+use crate::error::{Error, Result};
+use crate::id;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::path::Path;
+
+/// Format id of checkpoint documents this build reads and writes.
+pub const CHECKPOINT_FORMAT: &str = "wfstate.checkpoint/1";
+const FORMAT_FAMILY: &str = "wfstate.checkpoint/";
+
+/// A file as it was when the checkpoint was taken.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileRecord {
+    /// Relative to the project root (the folder holding the store) when the
+    /// file is inside it, else absolute.
+    pub path: String,
+    pub size: u64,
+    /// SHA-256 of the content, lowercase hex.
+    pub sha256: String,
+}
+
+/// The workflow's state when the checkpoint was taken.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StateSnapshot {
+    pub generation: u64,
+    pub data: Value,
+}
+
+/// One checkpoint, verified.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub format: String,
+    /// UUIDv7: unique, and sorts by creation time.
+    pub id: String,
+    pub workflow: String,
+    /// The checkpoint this one continues from; `None` starts a lineage.
+    pub parent: Option<String>,
+    /// RFC 3339, UTC.
+    pub created_at: String,
+    pub phase: Option<String>,
+    pub item: Option<String>,
+    pub message: Option<String>,
+    pub context_summary: Option<String>,
+    pub key_decisions: Vec<String>,
+    pub files: Vec<FileRecord>,
+    /// `None` if the workflow had no state when the checkpoint was taken.
+    pub state: Option<StateSnapshot>,
+    /// Where the checkpoint came from when it was not created here (for
+    /// example an import); covered by the checksum like everything else.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<Value>,
+    pub checksum: String,
+}
+
+/// What a caller provides to create a checkpoint.
+#[derive(Debug, Clone, Default)]
+pub struct NewCheckpoint {
+    pub workflow: String,
+    pub phase: Option<String>,
+    pub item: Option<String>,
+    pub message: Option<String>,
+    /// Derived from the state when `None` (see `context::summarize`).
+    pub context_summary: Option<String>,
+    pub key_decisions: Vec<String>,
+    pub files: Vec<FileRecord>,
+    pub parent: ParentChoice,
+    pub origin: Option<Value>,
+}
+
+/// Which checkpoint a new one continues from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum ParentChoice {
+    /// The workflow's latest checkpoint (none if it has none).
+    #[default]
+    Latest,
+    /// A given checkpoint of the same workflow: branches the lineage.
+    Id(String),
+    /// No parent: a new lineage.
+    Root,
+}
+
+impl Checkpoint {
+    /// Serializes the sealed document.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut bytes = serde_json::to_vec_pretty(self).expect("a checkpoint always serializes");
+        bytes.push(b'\n');
+        bytes
+    }
+
+    /// Computes and sets `checksum` over all other fields.
+    pub fn seal(mut self) -> Checkpoint {
+        self.checksum = String::new();
+        let Value::Object(map) = serde_json::to_value(&self).expect("serializes") else {
+            unreachable!("a struct serializes to an object")
+        };
+        let sealed = document::seal(map);
+        self.checksum = sealed[crate::integrity::CHECKSUM_FIELD]
+            .as_str()
+            .expect("seal sets a string")
+            .to_string();
+        self
+    }
+
+    /// Parses and verifies a checkpoint file's bytes; `expected_id` and
+    /// `expected_workflow` guard against a file renamed or moved by hand.
+    pub fn decode(
+        bytes: &[u8],
+        path: &Path,
+        expected_id: &str,
+        expected_workflow: &str,
+    ) -> Result<Checkpoint> {
+        let doc = document::open(bytes, path, CHECKPOINT_FORMAT, FORMAT_FAMILY, "checkpoint")?;
+        let cp: Checkpoint = serde_json::from_value(Value::Object(doc))
+            .map_err(|e| Error::integrity(path, format!("checkpoint fields are malformed: {e}")))?;
+        if cp.id != expected_id || cp.workflow != expected_workflow {
+            return Err(Error::integrity(
+                path,
+                format!(
+                    "holds checkpoint {} of workflow {:?}, expected {expected_id} of {expected_workflow:?}",
+                    cp.id, cp.workflow
+                ),
+            ));
+        }
+        if let Some(parent) = &cp.parent
+            && !id::is_valid(parent)
+        {
+            return Err(Error::integrity(path, format!("parent {parent:?} is not a checkpoint id")));
+        }
+        Ok(cp)
+    }
+}
+
+/// Checks a checkpoint id given by a user: it must be a canonical UUID, so
+/// it can never name a path.
+pub fn validate_id(id: &str) -> Result<()> {
+    if id::is_valid(id) {
+        Ok(())
+    } else {
+        Err(Error::InvalidInput(format!(
+            "{id:?} is not a checkpoint id (expected a lowercase UUID such as 0190b1c2-3d4e-7f00-8000-0123456789ab)"
+        )))
+    }
+}
+
+/// One row of a listing.
+#[derive(Debug, Clone, Serialize)]
+pub struct ListEntry {
+    pub id: String,
+    pub workflow: String,
+    pub created_at: String,
+    pub parent: Option<String>,
+    /// The verified checkpoint, or why it could not be read.
+    #[serde(flatten)]
+    pub content: ListContent,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum ListContent {
+    Ok {
+        phase: Option<String>,
+        item: Option<String>,
+        message: Option<String>,
+    },
+    Corrupt {
+        error: String,
+    },
+}
+
+/// What to list.
+#[derive(Debug, Clone, Default)]
+pub struct ListQuery {
+    pub workflow: Option<String>,
+    pub phase: Option<String>,
+    pub limit: usize,
+    /// Only checkpoints created before this one (paging).
+    pub before: Option<String>,
+}
+
+/// One link of a lineage, newest first.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChainLink {
+    pub id: String,
+    pub created_at: String,
+    pub parent: Option<String>,
+}
+
+/// Why a lineage walk stopped early.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ChainStop {
+    /// `at`'s parent `missing` does not exist (pruned or never imported).
+    MissingParent { at: String, missing: String },
+    /// `at`'s parent `repeats` is already in the chain.
+    Cycle { at: String, repeats: String },
+    /// `--max-depth` reached.
+    MaxDepth { depth: usize },
+}
+
+impl ChainStop {
+    pub fn describe(&self) -> String {
+        match self {
+            ChainStop::MissingParent { at, missing } => {
+                format!("lineage truncated at {at}: its parent {missing} does not exist")
+            }
+            ChainStop::Cycle { at, repeats } => {
+                format!("lineage has a cycle: {at} names {repeats} as parent, which is already in the chain")
+            }
+            ChainStop::MaxDepth { depth } => format!("stopped at --max-depth {depth}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Chain {
+    pub links: Vec<ChainLink>,
+    pub stopped: Option<ChainStop>,
+}
+
+/// What to prune; at least one rule must be given. With both, a checkpoint
+/// goes only if both select it. The latest checkpoint of a workflow is
+/// never pruned.
+#[derive(Debug, Clone, Default)]
+pub struct PrunePolicy {
+    pub workflow: Option<String>,
+    pub older_than: Option<std::time::Duration>,
+    pub keep_last: Option<usize>,
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Pruned {
+    pub workflow: String,
+    pub id: String,
+    pub created_at: String,
+}
+
+/// Index problems found and fixed while answering, for the caller to report.
+#[derive(Debug, Clone, Serialize)]
+pub struct IndexRepair {
+    pub workflow: String,
+    pub problem: String,
+    pub checkpoints: usize,
+}
+
+/// What every checkpoint backend provides.
+pub trait CheckpointBackend: Send + Sync {
+    /// Creates a checkpoint of `new.workflow` holding `state` (the verified
+    /// current state, loaded by the caller).
+    fn create(&self, new: NewCheckpoint, state: Option<StateSnapshot>) -> Result<Checkpoint>;
+    /// The verified checkpoint `id` (in whichever workflow holds it).
+    fn get(&self, id: &str) -> Result<Checkpoint>;
+    /// The newest checkpoint of `workflow`, if any.
+    fn latest(&self, workflow: &str) -> Result<Option<Checkpoint>>;
+    /// Newest first.
+    fn list(&self, query: &ListQuery) -> Result<Vec<ListEntry>>;
+    /// The lineage of `id`, newest first, at most `max_depth` links.
+    fn chain(&self, id: &str, max_depth: usize) -> Result<Chain>;
+    fn prune(&self, policy: &PrunePolicy) -> Result<Vec<Pruned>>;
+    /// Workflows that have checkpoints, sorted.
+    fn workflows(&self) -> Result<Vec<String>>;
+    /// Index repairs made since the backend was opened (for messages).
+    fn take_repairs(&self) -> Vec<IndexRepair>;
+}
