@@ -128,7 +128,10 @@ mod tests {
             let id = next_after(previous.as_deref());
             assert!(is_valid(&id), "{id}");
             assert_eq!(&id[14..15], "7", "version nibble: {id}");
-            assert!(matches!(&id[19..20], "8" | "9" | "a" | "b"), "variant: {id}");
+            assert!(
+                matches!(&id[19..20], "8" | "9" | "a" | "b"),
+                "variant: {id}"
+            );
             if let Some(p) = &previous {
                 assert!(id > *p, "{id} after {p}");
             }
@@ -147,9 +150,18 @@ mod tests {
     fn timestamps_round_trip_and_bad_ids_are_rejected() {
         let id = new_v7();
         let ms = timestamp_millis(&id).unwrap();
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
         assert!(now - ms < 10_000);
-        for bad in ["", "x", "0190b1c2-3d4e-7f00-8000-00000000000G", &id.to_uppercase(), "../etc/passwd"] {
+        for bad in [
+            "",
+            "x",
+            "0190b1c2-3d4e-7f00-8000-00000000000G",
+            &id.to_uppercase(),
+            "../etc/passwd",
+        ] {
             assert!(!is_valid(bad), "{bad}");
         }
     }

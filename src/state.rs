@@ -13,8 +13,8 @@
 //! ```
 //! `checksum` covers the canonical JSON (RFC 8785) of every other member.
 
-use crate::error::{Error, Result};
 use crate::document;
+use crate::error::{Error, Result};
 use crate::integrity::{self, CHECKSUM_FIELD};
 use serde::Serialize;
 use serde_json::{Map, Value};

@@ -3,11 +3,9 @@
 //! paths. The embedded file backend lives in `file_store`; others (such as
 //! PostgreSQL) implement the same trait.
 
+use crate::checkpoint::{Checkpoint, CheckpointBackend, NewCheckpoint, StateSnapshot, context};
 use crate::error::{Error, Result};
 use crate::file_store::FileBackend;
-use crate::checkpoint::{
-    Checkpoint, CheckpointBackend, NewCheckpoint, StateSnapshot, context,
-};
 use crate::lock::{LockManager, WaitNotice};
 use crate::state::StateDoc;
 use serde_json::Value;

@@ -16,8 +16,17 @@ use std::time::{Duration, SystemTime};
 
 /// Folders `--detect-files` never descends into.
 const SKIPPED_DIRS: [&str; 11] = [
-    ".git", ".hg", ".svn", "target", "node_modules", ".wfstate", "__pycache__", ".venv",
-    "venv", ".orchestrator", ".tox",
+    ".git",
+    ".hg",
+    ".svn",
+    "target",
+    "node_modules",
+    ".wfstate",
+    "__pycache__",
+    ".venv",
+    "venv",
+    ".orchestrator",
+    ".tox",
 ];
 /// Bounds of the fallback scan (outside a git work tree).
 const SCAN_MAX_DEPTH: usize = 4;
@@ -118,7 +127,9 @@ fn hash_file(path: &Path) -> Result<(u64, String)> {
     let mut buf = vec![0u8; 64 * 1024];
     let mut size = 0u64;
     loop {
-        let n = file.read(&mut buf).map_err(|e| Error::io("read", path, e))?;
+        let n = file
+            .read(&mut buf)
+            .map_err(|e| Error::io("read", path, e))?;
         if n == 0 {
             break;
         }
@@ -139,7 +150,7 @@ pub fn detect_files(project_root: &Path) -> Vec<PathBuf> {
     let mut found = Vec::new();
     let cutoff = SystemTime::now() - SCAN_RECENT;
     scan_recent(project_root, project_root, 0, cutoff, &mut found);
-    found.sort_by(|a, b| b.0.cmp(&a.0));
+    found.sort_by_key(|entry| std::cmp::Reverse(entry.0));
     found.truncate(SCAN_MAX_FILES);
     found.into_iter().map(|(_, p)| p).collect()
 }
@@ -168,7 +179,10 @@ fn git_changed_files(root: &Path) -> Option<Vec<PathBuf>> {
         .split(|b| *b == 0)
         .filter(|p| !p.is_empty())
         .map(|p| PathBuf::from(String::from_utf8_lossy(p).into_owned()))
-        .filter(|p| !p.components().any(|c| SKIPPED_DIRS.iter().any(|s| c.as_os_str() == *s)))
+        .filter(|p| {
+            !p.components()
+                .any(|c| SKIPPED_DIRS.iter().any(|s| c.as_os_str() == *s))
+        })
         .collect();
     files.sort();
     files.dedup();
@@ -187,7 +201,9 @@ fn scan_recent(
         return;
     };
     for entry in entries.flatten() {
-        let Ok(kind) = entry.file_type() else { continue };
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
         let name = entry.file_name();
         if kind.is_dir() {
             if depth + 1 < SCAN_MAX_DEPTH && !SKIPPED_DIRS.iter().any(|s| name == *s) {
@@ -326,10 +342,15 @@ impl Resume {
         out.push_str(&format!(
             "\nState: {}\n",
             match (self.checkpoint_generation, self.current_generation) {
-                (Some(c), Some(n)) if c == n => format!("unchanged since the checkpoint (generation {c})"),
-                (Some(c), Some(n)) => format!("the checkpoint holds generation {c}; the workflow is now at generation {n}"),
-                (Some(c), None) => format!("the checkpoint holds generation {c}; the workflow has no state now"),
-                (None, Some(n)) => format!("the checkpoint holds no state; the workflow is now at generation {n}"),
+                (Some(c), Some(n)) if c == n =>
+                    format!("unchanged since the checkpoint (generation {c})"),
+                (Some(c), Some(n)) => format!(
+                    "the checkpoint holds generation {c}; the workflow is now at generation {n}"
+                ),
+                (Some(c), None) =>
+                    format!("the checkpoint holds generation {c}; the workflow has no state now"),
+                (None, Some(n)) =>
+                    format!("the checkpoint holds no state; the workflow is now at generation {n}"),
                 (None, None) => "no state, then or now".to_string(),
             }
         ));
@@ -363,7 +384,10 @@ mod tests {
             summarize(Some(&state), phase.as_deref()),
             "Phase REVIEW; 2 of 3 items completed; state generation 7."
         );
-        assert_eq!(summarize(None, None), "No state recorded for this workflow yet.");
+        assert_eq!(
+            summarize(None, None),
+            "No state recorded for this workflow yet."
+        );
     }
 
     #[test]
@@ -375,6 +399,9 @@ mod tests {
         assert_eq!(rec.path, "notes.txt");
         assert_eq!(rec.size, 2);
         assert_eq!(rec.sha256, hex(&Sha256::digest(b"v1")));
-        assert!(fingerprint(root.path(), root.path()).is_err(), "a folder is refused");
+        assert!(
+            fingerprint(root.path(), root.path()).is_err(),
+            "a folder is refused"
+        );
     }
 }

@@ -35,7 +35,11 @@ fn diff_at(path: String, from: &Value, to: &Value, ops: &mut Vec<PatchOp>) {
                 let child = format!("{path}/{}", escape(key));
                 match b.get(key) {
                     Some(bv) => diff_at(child, av, bv, ops),
-                    None => ops.push(PatchOp { op: "remove", path: child, value: None }),
+                    None => ops.push(PatchOp {
+                        op: "remove",
+                        path: child,
+                        value: None,
+                    }),
                 }
             }
             for (key, bv) in b {
@@ -54,15 +58,27 @@ fn diff_at(path: String, from: &Value, to: &Value, ops: &mut Vec<PatchOp>) {
                 diff_at(format!("{path}/{i}"), &a[i], &b[i], ops);
             }
             for (i, bv) in b.iter().enumerate().skip(common) {
-                ops.push(PatchOp { op: "add", path: format!("{path}/{i}"), value: Some(bv.clone()) });
+                ops.push(PatchOp {
+                    op: "add",
+                    path: format!("{path}/{i}"),
+                    value: Some(bv.clone()),
+                });
             }
             // Remove from the end so earlier indices stay valid.
             for i in (common..a.len()).rev() {
-                ops.push(PatchOp { op: "remove", path: format!("{path}/{i}"), value: None });
+                ops.push(PatchOp {
+                    op: "remove",
+                    path: format!("{path}/{i}"),
+                    value: None,
+                });
             }
         }
         _ if from == to => {}
-        _ => ops.push(PatchOp { op: "replace", path, value: Some(to.clone()) }),
+        _ => ops.push(PatchOp {
+            op: "replace",
+            path,
+            value: Some(to.clone()),
+        }),
     }
 }
 
@@ -130,13 +146,25 @@ pub fn diff_checkpoints(a: &Checkpoint, b: &Checkpoint) -> CheckpointDiff {
     let fields = |c: &Checkpoint| -> Vec<(&'static str, Value)> {
         vec![
             ("workflow", c.workflow.clone().into()),
-            ("parent", serde_json::to_value(&c.parent).expect("serializes")),
+            (
+                "parent",
+                serde_json::to_value(&c.parent).expect("serializes"),
+            ),
             ("created_at", c.created_at.clone().into()),
             ("phase", serde_json::to_value(&c.phase).expect("serializes")),
             ("item", serde_json::to_value(&c.item).expect("serializes")),
-            ("message", serde_json::to_value(&c.message).expect("serializes")),
-            ("context_summary", serde_json::to_value(&c.context_summary).expect("serializes")),
-            ("key_decisions", serde_json::to_value(&c.key_decisions).expect("serializes")),
+            (
+                "message",
+                serde_json::to_value(&c.message).expect("serializes"),
+            ),
+            (
+                "context_summary",
+                serde_json::to_value(&c.context_summary).expect("serializes"),
+            ),
+            (
+                "key_decisions",
+                serde_json::to_value(&c.key_decisions).expect("serializes"),
+            ),
             ("files", serde_json::to_value(&c.files).expect("serializes")),
             (
                 "state_generation",
@@ -151,7 +179,12 @@ pub fn diff_checkpoints(a: &Checkpoint, b: &Checkpoint) -> CheckpointDiff {
         .map(|((field, from), (_, to))| FieldChange { field, from, to })
         .collect();
     let null = Value::Null;
-    let state = |c: &'_ Checkpoint| c.state.as_ref().map(|s| s.data.clone()).unwrap_or(null.clone());
+    let state = |c: &'_ Checkpoint| {
+        c.state
+            .as_ref()
+            .map(|s| s.data.clone())
+            .unwrap_or(null.clone())
+    };
     CheckpointDiff {
         from: a.id.clone(),
         to: b.id.clone(),
@@ -168,7 +201,10 @@ impl CheckpointDiff {
             out.push_str("metadata: unchanged\n");
         }
         for change in &self.metadata {
-            out.push_str(&format!("{}: {} -> {}\n", change.field, change.from, change.to));
+            out.push_str(&format!(
+                "{}: {} -> {}\n",
+                change.field, change.from, change.to
+            ));
         }
         if self.state_patch.is_empty() {
             out.push_str("state: unchanged\n");
@@ -176,7 +212,11 @@ impl CheckpointDiff {
             out.push_str(&format!("state: {} change(s)\n", self.state_patch.len()));
         }
         for op in &self.state_patch {
-            let path = if op.path.is_empty() { "(whole state)" } else { &op.path };
+            let path = if op.path.is_empty() {
+                "(whole state)"
+            } else {
+                &op.path
+            };
             match &op.value {
                 Some(v) => out.push_str(&format!("  {} {path} = {v}\n", op.op)),
                 None => out.push_str(&format!("  {} {path}\n", op.op)),
@@ -194,15 +234,25 @@ mod tests {
     #[test]
     fn applying_the_patch_to_the_first_value_gives_the_second() {
         let cases = [
-            (json!({"a": 1, "b": [1, 2, 3], "c": {"x": "y"}}), json!({"a": 2, "b": [1], "d": null, "c": {}})),
-            (json!([1, {"k": [true]}]), json!([1, {"k": [false, 1]}, "new"])),
+            (
+                json!({"a": 1, "b": [1, 2, 3], "c": {"x": "y"}}),
+                json!({"a": 2, "b": [1], "d": null, "c": {}}),
+            ),
+            (
+                json!([1, {"k": [true]}]),
+                json!([1, {"k": [false, 1]}, "new"]),
+            ),
             (json!({"a/b": {"~t": 1}}), json!({"a/b": {"~t": 2}})),
             (json!(1), json!({"whole": "replaced"})),
             (json!({"same": [1, 2]}), json!({"same": [1, 2]})),
         ];
         for (from, to) in cases {
             let patch = diff_values(&from, &to);
-            assert_eq!(apply(from.clone(), &patch).unwrap(), to, "{from} -> {to}: {patch:?}");
+            assert_eq!(
+                apply(from.clone(), &patch).unwrap(),
+                to,
+                "{from} -> {to}: {patch:?}"
+            );
         }
         assert!(diff_values(&json!({"same": 1}), &json!({"same": 1})).is_empty());
     }

@@ -115,7 +115,10 @@ impl FileCheckpoints {
                 self.rebuild_locked(workflow, &problem)?;
                 match IndexReader::open(&path)? {
                     Ok(reader) => Ok(Some(reader)),
-                    Err(p) => Err(Error::integrity(&path, format!("rebuilt index unusable: {p:?}"))),
+                    Err(p) => Err(Error::integrity(
+                        &path,
+                        format!("rebuilt index unusable: {p:?}"),
+                    )),
                 }
             }
         }
@@ -128,6 +131,19 @@ impl FileCheckpoints {
         let path = self.workflow_dir(workflow)?.join(INDEX_FILE);
         IndexReader::open(&path)?
             .map_err(|p| Error::integrity(&path, format!("rebuilt index unusable: {p:?}")))
+    }
+
+    /// A freshly rebuilt index that reads back damaged: the disk is not
+    /// returning what was written. Stop rather than loop.
+    fn still_damaged(&self, workflow: &str, why: &str) -> Error {
+        let path = self
+            .workflow_dir(workflow)
+            .map(|d| d.join(INDEX_FILE))
+            .unwrap_or_default();
+        Error::integrity(
+            path,
+            format!("index still damaged right after a rebuild: {why}"),
+        )
     }
 
     /// Rewrites the index from the checkpoint files. Unreadable checkpoint
@@ -172,11 +188,16 @@ impl FileCheckpoints {
             return Ok(None);
         };
         let mut i = reader.count();
+        let mut repaired = false;
         while i > 0 {
             i -= 1;
             let record = match reader.record(i)? {
                 Ok(r) => r,
                 Err(why) => {
+                    if repaired {
+                        return Err(self.still_damaged(workflow, &why));
+                    }
+                    repaired = true;
                     reader = self.repair_and_reopen(workflow, &why)?;
                     i = reader.count();
                     continue;
@@ -213,11 +234,16 @@ impl FileCheckpoints {
             Some(before) => reader.lower_bound(before)?,
             None => reader.count(),
         };
+        let mut repaired = false;
         while end > 0 && entries.len() < query.limit {
             end -= 1;
             let record = match reader.record(end)? {
                 Ok(r) => r,
                 Err(why) => {
+                    if repaired {
+                        return Err(self.still_damaged(workflow, &why));
+                    }
+                    repaired = true;
                     reader = self.repair_and_reopen(workflow, &why)?;
                     end = match &query.before {
                         Some(before) => reader.lower_bound(before)?,
@@ -259,14 +285,22 @@ impl FileCheckpoints {
         };
         reader.load()?;
         let mut records = Vec::with_capacity(reader.count());
-        for i in 0..reader.count() {
+        let mut repaired = false;
+        let mut i = 0;
+        while i < reader.count() {
             match reader.record(i)? {
                 Ok(r) => records.push(r),
-                Err(why) => {
-                    self.rebuild_locked(workflow, &why)?;
-                    return self.prune_workflow(workflow, policy);
+                Err(why) if !repaired => {
+                    repaired = true;
+                    reader = self.repair_and_reopen(workflow, &why)?;
+                    reader.load()?;
+                    records.clear();
+                    i = 0;
+                    continue;
                 }
+                Err(why) => return Err(self.still_damaged(workflow, &why)),
             }
+            i += 1;
         }
         let dir = self.workflow_dir(workflow)?;
         // Only committed checkpoints count, and the newest of them is kept.
@@ -277,9 +311,9 @@ impl FileCheckpoints {
         let keep_from = policy
             .keep_last
             .map_or(0, |n| records.len().saturating_sub(n));
-        let cutoff_us = policy.older_than.map(|age| {
-            (clock::now_micros() as u64).saturating_sub(age.as_micros() as u64)
-        });
+        let cutoff_us = policy
+            .older_than
+            .map(|age| (clock::now_micros() as u64).saturating_sub(age.as_micros() as u64));
         let (mut selected, mut kept) = (Vec::new(), Vec::new());
         for (i, record) in records.into_iter().enumerate() {
             let by_count = policy.keep_last.is_none() || i < keep_from;
@@ -454,16 +488,15 @@ impl CheckpointBackend for FileCheckpoints {
 
     fn chain(&self, id: &str, max_depth: usize) -> Result<Chain> {
         let workflow = self.locate(id)?;
-        let mut reader = self
-            .index(&workflow)?
-            .ok_or_else(|| Error::NotFound {
-                what: format!("checkpoint {id}"),
-                path: None,
-            })?;
+        let mut reader = self.index(&workflow)?.ok_or_else(|| Error::NotFound {
+            what: format!("checkpoint {id}"),
+            path: None,
+        })?;
         reader.load()?;
         let mut links = Vec::new();
         let mut seen = HashSet::new();
         let mut current = id.to_string();
+        let mut repaired = false;
         let stopped = loop {
             if links.len() == max_depth {
                 break Some(ChainStop::MaxDepth { depth: max_depth });
@@ -471,6 +504,10 @@ impl CheckpointBackend for FileCheckpoints {
             let record = match reader.find(&current)? {
                 Some(Ok(r)) => r,
                 Some(Err(why)) => {
+                    if repaired {
+                        return Err(self.still_damaged(&workflow, &why));
+                    }
+                    repaired = true;
                     reader = self.repair_and_reopen(&workflow, &why)?;
                     reader.load()?;
                     links.clear();
@@ -478,24 +515,34 @@ impl CheckpointBackend for FileCheckpoints {
                     current = id.to_string();
                     continue;
                 }
-                None if links.is_empty() => {
-                    // Committed (its file exists) but not indexed: the index
-                    // is stale. Rebuild once, then it must be there.
-                    reader = self.repair_and_reopen(&workflow, "index lacks a committed checkpoint")?;
+                None if !repaired && self.committed(&workflow, &current)? => {
+                    // Committed (its file exists) but not found: the index is
+                    // stale or a damaged record misled the search. Rebuild
+                    // once and walk again.
+                    repaired = true;
+                    reader =
+                        self.repair_and_reopen(&workflow, "index lacks a committed checkpoint")?;
                     reader.load()?;
-                    match reader.find(&current)? {
-                        Some(Ok(_)) => continue,
-                        _ => {
-                            return Err(Error::NotFound {
-                                what: format!("checkpoint {id}"),
-                                path: None,
-                            });
-                        }
-                    }
+                    links.clear();
+                    seen.clear();
+                    current = id.to_string();
+                    continue;
+                }
+                None if links.is_empty() => {
+                    return Err(Error::NotFound {
+                        what: format!("checkpoint {id}"),
+                        path: None,
+                    });
                 }
                 None => {
-                    let at = links.last().map(|l: &ChainLink| l.id.clone()).unwrap_or_default();
-                    break Some(ChainStop::MissingParent { at, missing: current });
+                    let at = links
+                        .last()
+                        .map(|l: &ChainLink| l.id.clone())
+                        .unwrap_or_default();
+                    break Some(ChainStop::MissingParent {
+                        at,
+                        missing: current,
+                    });
                 }
             };
             seen.insert(record.id.clone());

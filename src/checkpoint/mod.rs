@@ -137,7 +137,10 @@ impl Checkpoint {
         if let Some(parent) = &cp.parent
             && !id::is_valid(parent)
         {
-            return Err(Error::integrity(path, format!("parent {parent:?} is not a checkpoint id")));
+            return Err(Error::integrity(
+                path,
+                format!("parent {parent:?} is not a checkpoint id"),
+            ));
         }
         Ok(cp)
     }
@@ -217,7 +220,9 @@ impl ChainStop {
                 format!("lineage truncated at {at}: its parent {missing} does not exist")
             }
             ChainStop::Cycle { at, repeats } => {
-                format!("lineage has a cycle: {at} names {repeats} as parent, which is already in the chain")
+                format!(
+                    "lineage has a cycle: {at} names {repeats} as parent, which is already in the chain"
+                )
             }
             ChainStop::MaxDepth { depth } => format!("stopped at --max-depth {depth}"),
         }

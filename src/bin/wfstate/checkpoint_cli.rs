@@ -6,15 +6,15 @@ use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use wfstate::checkpoint::context::{self, Resume};
 use wfstate::checkpoint::diff::diff_checkpoints;
-use wfstate::checkpoint::{
-    ListContent, ListQuery, NewCheckpoint, ParentChoice, PrunePolicy,
-};
+use wfstate::checkpoint::{ListContent, ListQuery, NewCheckpoint, ParentChoice, PrunePolicy};
 use wfstate::{Error, Store};
 
 /// The folder that holds the store: file paths are recorded relative to it.
 fn project_root(store_path: &Path) -> PathBuf {
     let absolute = std::fs::canonicalize(store_path).unwrap_or_else(|_| store_path.to_path_buf());
-    absolute.parent().map_or(absolute.clone(), Path::to_path_buf)
+    absolute
+        .parent()
+        .map_or(absolute.clone(), Path::to_path_buf)
 }
 
 fn document(value: Value) -> Outcome {
@@ -27,7 +27,11 @@ fn document(value: Value) -> Outcome {
     }
 }
 
-pub fn run(store: &Store, store_path: &Path, command: CheckpointCommand) -> wfstate::Result<Outcome> {
+pub fn run(
+    store: &Store,
+    store_path: &Path,
+    command: CheckpointCommand,
+) -> wfstate::Result<Outcome> {
     let checkpoints = store.checkpoints()?;
     match command {
         CheckpointCommand::Create {
@@ -115,7 +119,8 @@ pub fn run(store: &Store, store_path: &Path, command: CheckpointCommand) -> wfst
                 })
                 .collect::<Vec<_>>()
                 .join("\n");
-            let mut outcome = Outcome::ok(serde_json::to_value(&entries).expect("serializes"), text);
+            let mut outcome =
+                Outcome::ok(serde_json::to_value(&entries).expect("serializes"), text);
             if corrupt > 0 {
                 outcome.code = 3;
             }
@@ -137,7 +142,10 @@ pub fn run(store: &Store, store_path: &Path, command: CheckpointCommand) -> wfst
                 eprintln!("wfstate: warning: {}", stop.describe());
                 text.push_str(&format!("\n({})", stop.describe()));
             }
-            Ok(Outcome::ok(serde_json::to_value(&chain).expect("serializes"), text))
+            Ok(Outcome::ok(
+                serde_json::to_value(&chain).expect("serializes"),
+                text,
+            ))
         }
         CheckpointCommand::Diff { id_a, id_b } => {
             let a = checkpoints.get(&id_a)?;
@@ -170,7 +178,9 @@ pub fn run(store: &Store, store_path: &Path, command: CheckpointCommand) -> wfst
             let older_than = older_than
                 .map(|days| seconds(days * 86_400.0))
                 .transpose()
-                .map_err(|_| Error::InvalidInput("--older-than must be a non-negative number of days".into()))?;
+                .map_err(|_| {
+                    Error::InvalidInput("--older-than must be a non-negative number of days".into())
+                })?;
             let pruned = checkpoints.prune(&PrunePolicy {
                 workflow,
                 older_than,
@@ -212,7 +222,9 @@ pub fn resume(
             let mut newest = None;
             for wf in checkpoints.workflows()? {
                 if let Some(cp) = checkpoints.latest(&wf)?
-                    && newest.as_ref().is_none_or(|n: &wfstate::checkpoint::Checkpoint| cp.id > n.id)
+                    && newest
+                        .as_ref()
+                        .is_none_or(|n: &wfstate::checkpoint::Checkpoint| cp.id > n.id)
                 {
                     newest = Some(cp);
                 }
