@@ -17,6 +17,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use wfstate::checkpoint::{Checkpoint, ListQuery, NewCheckpoint, StateSnapshot};
 use wfstate::lock::{LockManager, LockMode, LockRequest, Recording};
 use wfstate::{Store, StoreOptions, durable};
 
@@ -76,6 +77,7 @@ fn run(config: &Config) -> Map<String, Value> {
     let scale = |full: usize, quick: usize| if config.quick { quick } else { full };
     let mut figures = Map::new();
     let mut put = |key: &str, value: f64| {
+        let value = if value.is_finite() { value } else { -1.0 };
         eprintln!("  {key} = {value:.1}");
         figures.insert(key.to_string(), json!((value * 10.0).round() / 10.0));
     };
@@ -160,6 +162,9 @@ fn run(config: &Config) -> Map<String, Value> {
         );
     }
 
+    eprintln!("checkpoints");
+    checkpoint_figures(&dir, config.quick, &mut put);
+
     eprintln!("cli");
     let cli = std::env::current_exe().unwrap().with_file_name("wfstate");
     if cli.exists() {
@@ -182,6 +187,113 @@ fn run(config: &Config) -> Map<String, Value> {
         eprintln!("  (skipped cli_state_get_ms: build the wfstate binary first)");
     }
     figures
+}
+
+/// Checkpoint creation against one durable write of the same bytes, then
+/// latest / a page of 20 / a 10,000-link chain at 100,000 checkpoints (10,000
+/// with --quick, and the keys say so).
+fn checkpoint_figures(dir: &Path, quick: bool, put: &mut impl FnMut(&str, f64)) {
+    let store_path = dir.join("cp-store");
+    let (store, _) = Store::init(&store_path, StoreOptions::default()).unwrap();
+    store
+        .save(
+            "cp",
+            json!({"phase": "BUILD", "pad": "x".repeat(1000)}),
+            None,
+        )
+        .unwrap();
+    let n = if quick { 100 } else { 300 };
+    let mut sizes = Vec::new();
+    let create_times = time_each(n, |i| {
+        let cp = store
+            .create_checkpoint(NewCheckpoint {
+                workflow: "cp".into(),
+                message: Some(format!("step {i}")),
+                ..NewCheckpoint::default()
+            })
+            .unwrap();
+        sizes.push(cp.to_bytes().len());
+    });
+    let same_bytes = vec![b'x'; sizes[sizes.len() / 2]];
+    let write_times = time_each(n, |_| {
+        durable::replace_file_with_bytes(&dir.join("same-bytes.json"), &same_bytes).unwrap();
+    });
+    let create = median(&create_times);
+    let write = median(&write_times);
+    put("checkpoint_create_us", create);
+    put("durable_write_same_bytes_us", write);
+    put("checkpoint_create_vs_durable_write", create / write);
+
+    let (count, suffix) = if quick {
+        (10_000, "10k")
+    } else {
+        (100_000, "100k")
+    };
+    let big = "big";
+    let cps = store.checkpoints().unwrap();
+    let wf_dir = store_path.join("checkpoints").join(big);
+    std::fs::create_dir_all(&wf_dir).unwrap();
+    let mut previous: Option<String> = None;
+    let started = Instant::now();
+    for i in 0..count {
+        let id = wfstate::id::next_after(previous.as_deref());
+        let cp = Checkpoint {
+            format: wfstate::checkpoint::CHECKPOINT_FORMAT.into(),
+            id: id.clone(),
+            workflow: big.into(),
+            parent: previous.clone(),
+            created_at: wfstate::clock::now_rfc3339(),
+            phase: Some(if i % 10 == 0 { "REVIEW" } else { "BUILD" }.into()),
+            item: None,
+            message: Some(format!("checkpoint {i}")),
+            context_summary: None,
+            key_decisions: Vec::new(),
+            files: Vec::new(),
+            state: Some(StateSnapshot {
+                generation: i as u64 + 1,
+                data: json!({"i": i}),
+            }),
+            origin: None,
+            checksum: String::new(),
+        }
+        .seal();
+        // Setup only: plain writes, no fsync. What is measured below are reads.
+        std::fs::write(wf_dir.join(format!("{id}.json")), cp.to_bytes()).unwrap();
+        previous = Some(id);
+    }
+    eprintln!(
+        "  wrote {count} checkpoint files in {:?}",
+        started.elapsed()
+    );
+    let started = Instant::now();
+    let newest = cps.latest(big).unwrap().unwrap(); // builds the index from the files
+    eprintln!(
+        "  index rebuilt from {count} files in {:?}",
+        started.elapsed()
+    );
+    assert_eq!(cps.take_repairs().len(), 1);
+    put(
+        &format!("checkpoint_latest_us_{suffix}"),
+        median(&time_each(200, |_| {
+            assert_eq!(cps.latest(big).unwrap().unwrap().id, newest.id);
+        })),
+    );
+    let query = ListQuery {
+        workflow: Some(big.into()),
+        limit: 20,
+        ..ListQuery::default()
+    };
+    put(
+        &format!("checkpoint_list20_us_{suffix}"),
+        median(&time_each(200, |_| {
+            assert_eq!(cps.list(&query).unwrap().len(), 20);
+        })),
+    );
+    let chain_times: Vec<f64> = time_each(20, |_| {
+        let chain = cps.chain(&newest.id, 10_000).unwrap();
+        assert_eq!(chain.links.len(), 10_000);
+    });
+    put("chain10k_ms", median(&chain_times) / 1000.0);
 }
 
 fn increment(data: &mut Value) -> wfstate::Result<()> {

@@ -6,6 +6,8 @@ use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{SystemTime, UNIX_EPOCH};
+use wfstate::checkpoint::NewCheckpoint;
+use wfstate::checkpoint::context::Resume;
 use wfstate::lock::{LockMode, LockRequest, Recording};
 use wfstate::{Error, Store, StoreOptions};
 
@@ -86,6 +88,7 @@ pub fn run(json: bool) -> wfstate::Result<Outcome> {
         "5. one byte of {} flipped by hand; state verify {scratch}: {verdict}",
         scratch_file.display()
     ));
+    say(show_checkpoints(&store)?);
     let lock_step = show_lock(&store, &exe, &store_path)?;
     say(lock_step);
 
@@ -133,6 +136,51 @@ fn spawn_updater(
     }))
 }
 
+/// Two checkpoints, a restore to the first, and the resume prompt.
+fn show_checkpoints(store: &Store) -> wfstate::Result<String> {
+    let first = store.create_checkpoint(NewCheckpoint {
+        workflow: WORKFLOW.into(),
+        message: Some("build finished, tests next".into()),
+        key_decisions: vec!["updates go through state update, never by hand".into()],
+        ..NewCheckpoint::default()
+    })?;
+    store.update(WORKFLOW, |data| {
+        data["phase"] = "test".into();
+        data["items"]["test"] = "failed".into();
+        Ok(())
+    })?;
+    let second = store.create_checkpoint(NewCheckpoint {
+        workflow: WORKFLOW.into(),
+        message: Some("tests failed; rolling back".into()),
+        ..NewCheckpoint::default()
+    })?;
+    let chain = store.checkpoints()?.chain(&second.id, 10)?;
+    let (_, restored) = store.restore(&first.id)?;
+    let latest = store
+        .checkpoints()?
+        .latest(WORKFLOW)?
+        .expect("just created");
+    let resume = Resume::new(&latest, Some(restored.generation), Path::new("."));
+    let prompt: String = resume
+        .prompt()
+        .lines()
+        .take(6)
+        .map(|l| format!("   | {l}\n"))
+        .collect();
+    Ok(format!(
+        "6. checkpoint create twice: {} then {} (whose parent is the first; chain length {})\n   \
+         checkpoint restore {}: the state is back to phase {:?} as generation {}\n   \
+         resume prints a prompt for whoever takes over; its first lines:\n{}",
+        first.id,
+        second.id,
+        chain.links.len(),
+        first.id,
+        restored.data["phase"].as_str().unwrap_or("?"),
+        restored.generation,
+        prompt.trim_end()
+    ))
+}
+
 /// Holds the lock `deploy` in this process and lets another process try it.
 fn show_lock(store: &Store, exe: &Path, store_path: &Path) -> wfstate::Result<String> {
     let locks = store.locks()?;
@@ -157,7 +205,7 @@ fn show_lock(store: &Store, exe: &Path, store_path: &Path) -> wfstate::Result<St
     let said = String::from_utf8_lossy(&other.stderr);
     let first_line = said.lines().next().unwrap_or("(nothing)");
     Ok(format!(
-        "6. this process holds lock deploy: lock status says \"{}\"\n   \
+        "7. this process holds lock deploy: lock status says \"{}\"\n   \
          another process runs `wfstate lock run deploy --timeout 0.3 -- true`: exit {} (5 = timed out), \
          having said once:\n   {first_line}",
         status.describe(),
