@@ -74,6 +74,7 @@ fn run(config: &Config) -> Map<String, Value> {
     let _ = std::fs::remove_dir_all(&config.dir);
     std::fs::create_dir_all(&config.dir).expect("create bench dir");
     let dir = config.dir.canonicalize().expect("bench dir");
+    settle(&dir);
     let scale = |full: usize, quick: usize| if config.quick { quick } else { full };
     let mut figures = Map::new();
     let mut put = |key: &str, value: f64| {
@@ -162,9 +163,6 @@ fn run(config: &Config) -> Map<String, Value> {
         );
     }
 
-    eprintln!("checkpoints");
-    checkpoint_figures(&dir, config.quick, &mut put);
-
     eprintln!("cli");
     let cli = std::env::current_exe().unwrap().with_file_name("wfstate");
     if cli.exists() {
@@ -186,6 +184,12 @@ fn run(config: &Config) -> Map<String, Value> {
     } else {
         eprintln!("  (skipped cli_state_get_ms: build the wfstate binary first)");
     }
+
+    // Last, because writing (and removing) 100,000 files disturbs the disk
+    // for a while: everything fsync-bound is measured before it.
+    eprintln!("checkpoints");
+    checkpoint_figures(&dir, config.quick, &mut put);
+    let _ = std::fs::remove_dir_all(dir.join("cp-store"));
     figures
 }
 
@@ -294,6 +298,13 @@ fn checkpoint_figures(dir: &Path, quick: bool, put: &mut impl FnMut(&str, f64)) 
         assert_eq!(chain.links.len(), 10_000);
     });
     put("chain10k_ms", median(&chain_times) / 1000.0);
+}
+
+/// Flushes everything setup wrote (or a previous run deleted) to disk, so the
+/// fsyncs measured next do not pay for it.
+fn settle(dir: &Path) {
+    let handle = File::open(dir).expect("open bench dir");
+    rustix::fs::syncfs(&handle).expect("syncfs");
 }
 
 fn increment(data: &mut Value) -> wfstate::Result<()> {
