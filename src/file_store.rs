@@ -5,10 +5,12 @@
 //! <store>/state/<wf>.json     one state envelope per workflow
 //! <store>/locks/<name>.lock   lock files (never deleted)
 //! <store>/checkpoints/<wf>/   checkpoints (see `checkpoint::files`)
+//! <store>/audit.jsonl         the hash-chained audit log (see `audit`)
 //! ```
 //! Every write goes through `durable`; every state write happens under the
 //! workflow's exclusive lock.
 
+use crate::audit::AuditLog;
 use crate::checkpoint::CheckpointBackend;
 use crate::checkpoint::files::FileCheckpoints;
 use crate::clock;
@@ -29,6 +31,7 @@ const FORMAT_FILE: &str = "format";
 const STATE_DIR: &str = "state";
 const LOCK_DIR: &str = "locks";
 const CHECKPOINT_DIR: &str = "checkpoints";
+const AUDIT_FILE: &str = "audit.jsonl";
 const MARKER_LIMIT: u64 = 4096;
 /// Writers hold a workflow's lock for milliseconds; only a wait this long
 /// means something is holding it for real and is worth telling the user.
@@ -39,6 +42,7 @@ pub struct FileBackend {
     options: StoreOptions,
     locks: LockManager,
     checkpoints: FileCheckpoints,
+    audit: AuditLog,
 }
 
 impl FileBackend {
@@ -84,9 +88,16 @@ impl FileBackend {
         read_marker(root)?;
         durable::require_real_dir(&root.join(STATE_DIR))?;
         let locks = LockManager::open(root.join(LOCK_DIR))?;
+        let audit = AuditLog::new(
+            root.join(AUDIT_FILE),
+            locks.clone(),
+            options.audit_key.clone(),
+            options.lock_timeout,
+        );
         let checkpoints = FileCheckpoints::new(
             root.join(CHECKPOINT_DIR),
             locks.clone(),
+            audit.clone(),
             options.max_state_bytes,
             options.lock_timeout,
         );
@@ -95,6 +106,7 @@ impl FileBackend {
             options,
             locks,
             checkpoints,
+            audit,
         })
     }
 
@@ -155,6 +167,40 @@ impl FileBackend {
     }
 }
 
+impl FileBackend {
+    /// Appends the audit entry for a state change just written, still under
+    /// the workflow's lock so the log orders a workflow's generations as
+    /// they happened. The change is durable already; if the append fails the
+    /// error says so rather than pretend nothing happened.
+    fn audited(&self, doc: StateDoc, event: &str, mut data: Value) -> Result<StateDoc> {
+        data["workflow"] = doc.workflow.clone().into();
+        data["generation"] = doc.generation.into();
+        data["checksum"] = doc.checksum.clone().into();
+        match self.audit.append(event, data) {
+            Ok(_) => Ok(doc),
+            Err(e) => Err(unaudited(
+                e,
+                &format!(
+                    "workflow {:?} generation {} was saved, but its audit entry was not written",
+                    doc.workflow, doc.generation
+                ),
+            )),
+        }
+    }
+}
+
+/// Rewords an audit failure so it says what did happen.
+pub(crate) fn unaudited(error: Error, what_happened: &str) -> Error {
+    match error {
+        Error::Io { path, source, .. } => Error::Io {
+            op: "append audit entry",
+            path,
+            source: std::io::Error::new(source.kind(), format!("{what_happened}: {source}")),
+        },
+        other => other,
+    }
+}
+
 impl Backend for FileBackend {
     fn location(&self) -> String {
         self.root.display().to_string()
@@ -187,14 +233,25 @@ impl Backend for FileBackend {
                 actual: current,
             });
         }
-        self.write_next(workflow, current, None, data)
+        let doc = self.write_next(workflow, current, None, data)?;
+        self.audited(
+            doc,
+            "state_save",
+            serde_json::json!({"expected_generation": expected_generation}),
+        )
     }
 
     fn restore(&self, workflow: &str, data: Value, origin: Value) -> Result<StateDoc> {
         let _guard = self.lock_workflow(workflow)?;
         // As with save: a corrupt current state stops the restore.
         let current = self.load(workflow)?.map_or(0, |d| d.generation);
-        self.write_next(workflow, current, Some(origin), data)
+        let checkpoint = origin.get("restored_from_checkpoint").cloned();
+        let doc = self.write_next(workflow, current, Some(origin), data)?;
+        self.audited(
+            doc,
+            "state_restore",
+            serde_json::json!({"checkpoint": checkpoint}),
+        )
     }
 
     fn checkpoints(&self) -> Option<&dyn CheckpointBackend> {
@@ -212,11 +269,16 @@ impl Backend for FileBackend {
             None => (0, Value::Object(Map::new())),
         };
         edit(&mut data)?;
-        self.write_next(workflow, current, None, data)
+        let doc = self.write_next(workflow, current, None, data)?;
+        self.audited(doc, "state_update", serde_json::json!({}))
     }
 
     fn locks(&self) -> Option<&LockManager> {
         Some(&self.locks)
+    }
+
+    fn audit(&self) -> Option<&AuditLog> {
+        Some(&self.audit)
     }
 
     fn list_workflows(&self) -> Result<Vec<String>> {

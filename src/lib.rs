@@ -6,6 +6,7 @@
 //! a concurrent update. See `docs/DESIGN.md` for the on-disk layout and the
 //! commit protocol.
 
+pub mod audit;
 pub mod canonical;
 pub mod checkpoint;
 pub mod clock;

@@ -3,6 +3,7 @@
 //! paths. The embedded file backend lives in `file_store`; others (such as
 //! PostgreSQL) implement the same trait.
 
+use crate::audit::AuditLog;
 use crate::checkpoint::{Checkpoint, CheckpointBackend, NewCheckpoint, StateSnapshot, context};
 use crate::error::{Error, Result};
 use crate::file_store::FileBackend;
@@ -31,6 +32,8 @@ pub struct StoreOptions {
     pub lock_timeout: Option<Duration>,
     /// Called once when a save or update starts waiting for a lock.
     pub on_lock_wait: Option<WaitHook>,
+    /// Key for the audit log's HMAC mode (see `audit`); `None`: plain SHA-256.
+    pub audit_key: Option<Vec<u8>>,
 }
 
 impl Default for StoreOptions {
@@ -39,6 +42,7 @@ impl Default for StoreOptions {
             max_state_bytes: DEFAULT_MAX_STATE_BYTES,
             lock_timeout: Some(Duration::from_secs(60)),
             on_lock_wait: None,
+            audit_key: None,
         }
     }
 }
@@ -74,6 +78,10 @@ pub trait Backend: Send + Sync {
     fn restore(&self, workflow: &str, data: Value, origin: Value) -> Result<StateDoc>;
     /// The backend's checkpoints, if it stores them.
     fn checkpoints(&self) -> Option<&dyn CheckpointBackend> {
+        None
+    }
+    /// The backend's audit log, if it keeps one.
+    fn audit(&self) -> Option<&AuditLog> {
         None
     }
     /// The backend's named locks, if it has file locks.
@@ -213,6 +221,16 @@ impl Store {
             .backend
             .restore(&checkpoint.workflow, snapshot.data.clone(), origin)?;
         Ok((checkpoint, doc))
+    }
+
+    /// The store's audit log.
+    pub fn audit(&self) -> Result<&AuditLog> {
+        self.backend.audit().ok_or_else(|| {
+            Error::InvalidInput(format!(
+                "the store at {} has no audit log",
+                self.backend.location()
+            ))
+        })
     }
 
     /// The store's named locks (`wfstate lock`).

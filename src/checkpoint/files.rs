@@ -21,9 +21,11 @@ use super::{
     ListEntry, ListQuery, NewCheckpoint, ParentChoice, PrunePolicy, Pruned, StateSnapshot,
     validate_id,
 };
+use crate::audit::AuditLog;
 use crate::clock;
 use crate::durable::{self, ReadOutcome};
 use crate::error::{Error, Result};
+use crate::file_store::unaudited;
 use crate::id;
 use crate::lock::{LockGuard, LockManager};
 use crate::name::validate_name;
@@ -40,6 +42,7 @@ const METADATA_ALLOWANCE: u64 = 16 * 1024 * 1024;
 pub struct FileCheckpoints {
     root: PathBuf,
     locks: LockManager,
+    audit: AuditLog,
     max_bytes: u64,
     lock_timeout: Option<Duration>,
     repairs: Mutex<Vec<IndexRepair>>,
@@ -49,12 +52,14 @@ impl FileCheckpoints {
     pub fn new(
         root: PathBuf,
         locks: LockManager,
+        audit: AuditLog,
         max_state_bytes: u64,
         lock_timeout: Option<Duration>,
     ) -> Self {
         FileCheckpoints {
             root,
             locks,
+            audit,
             max_bytes: max_state_bytes + METADATA_ALLOWANCE,
             lock_timeout,
             repairs: Mutex::new(Vec::new()),
@@ -347,6 +352,21 @@ impl FileCheckpoints {
             bytes.extend_from_slice(&r.encode());
         }
         durable::replace_file_with_bytes(&dir.join(INDEX_FILE), &bytes)?;
+        let ids: Vec<&str> = pruned.iter().map(|p| p.id.as_str()).collect();
+        self.audit
+            .append(
+                "checkpoint_prune",
+                serde_json::json!({"workflow": workflow, "ids": ids}),
+            )
+            .map_err(|e| {
+                unaudited(
+                    e,
+                    &format!(
+                        "{} checkpoint(s) were pruned, but the audit entry was not written",
+                        ids.len()
+                    ),
+                )
+            })?;
         Ok(pruned)
     }
 }
@@ -448,6 +468,18 @@ impl CheckpointBackend for FileCheckpoints {
         durable::publish_file(&self.file_of(&workflow, &id)?, &bytes, || {
             durable::append(&index_path, &record.encode())
         })?;
+        self.audit
+            .append(
+                "checkpoint_create",
+                serde_json::json!({"workflow": workflow, "id": id, "parent": checkpoint.parent,
+                                   "checksum": checkpoint.checksum}),
+            )
+            .map_err(|e| {
+                unaudited(
+                    e,
+                    &format!("checkpoint {id} was created, but its audit entry was not written"),
+                )
+            })?;
         Ok(checkpoint)
     }
 

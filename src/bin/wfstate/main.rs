@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
+use wfstate::audit::AuditLog;
 use wfstate::lock::{LockRequest, Notice, Recording, WaitNotice};
 use wfstate::pointer::{self, Edit};
 use wfstate::store::{self, DEFAULT_MAX_STATE_BYTES};
@@ -59,6 +60,9 @@ enum Command {
     /// Named shared/exclusive locks that cannot go stale
     #[command(subcommand)]
     Lock(LockCommand),
+    /// The tamper-evident log of every change (keyed with WFSTATE_AUDIT_KEY_FILE)
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// A short tour in a temporary store
     Demo,
 }
@@ -134,6 +138,21 @@ pub(crate) enum CheckpointCommand {
         #[arg(long)]
         dry_run: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Entries, oldest first
+    Log {
+        /// Only the newest N
+        #[arg(long, value_name = "N")]
+        limit: Option<usize>,
+        /// Only entries of this event (e.g. state_update, checkpoint_create)
+        #[arg(long, value_name = "E")]
+        event: Option<String>,
+    },
+    /// Check the whole chain: exit 0 if valid, 3 naming the first bad line
+    Verify,
 }
 
 #[derive(Subcommand)]
@@ -355,6 +374,11 @@ fn run(cli: Cli, json: bool, matches: &ArgMatches) -> wfstate::Result<Outcome> {
             report_index_repairs(&store);
             outcome
         }
+        Command::Audit(command) => {
+            let path = store::locate(cli.store.as_deref(), &cwd)?;
+            let store = open_store(&path, None)?;
+            run_audit(&store, command)
+        }
         Command::Lock(command) => {
             let path = store::locate(cli.store.as_deref(), &cwd)?;
             run_lock(&path, command)
@@ -399,7 +423,60 @@ pub(crate) fn open_store(path: &Path, wait: Option<&WaitArgs>) -> wfstate::Resul
     options.on_lock_wait = Some(Arc::new(|notice| {
         eprintln!("wfstate: {}", notice.describe());
     }));
+    if let Some(key_file) = std::env::var_os("WFSTATE_AUDIT_KEY_FILE") {
+        options.audit_key = Some(AuditLog::read_key_file(Path::new(&key_file))?);
+    }
     Store::open(path, options)
+}
+
+fn run_audit(store: &Store, command: AuditCommand) -> wfstate::Result<Outcome> {
+    let audit = store.audit()?;
+    match command {
+        AuditCommand::Log { limit, event } => {
+            let entries = audit.read(event.as_deref(), limit)?;
+            let text = entries
+                .iter()
+                .map(|e| format!("{:>6}  {}  {:<18} {}", e.seq, e.time, e.event, e.data))
+                .collect::<Vec<_>>()
+                .join("\n");
+            Ok(Outcome::ok(
+                serde_json::to_value(&entries).expect("serializes"),
+                text,
+            ))
+        }
+        AuditCommand::Verify => {
+            let report = audit.verify()?;
+            let mode = if report.keyed {
+                "HMAC-SHA256 (keyed)"
+            } else {
+                "SHA-256 (unkeyed)"
+            };
+            let json = serde_json::to_value(&report).expect("serializes");
+            match &report.first_bad {
+                None => Ok(Outcome::ok(
+                    json,
+                    format!(
+                        "audit log valid: {} entries, {mode} chain intact",
+                        report.entries
+                    ),
+                )),
+                Some(bad) => {
+                    eprintln!(
+                        "wfstate: audit log {} is not valid: line {}: {}",
+                        audit.path().display(),
+                        bad.line,
+                        bad.reason
+                    );
+                    let mut outcome = Outcome::ok(
+                        json,
+                        format!("audit log INVALID at line {}: {}", bad.line, bad.reason),
+                    );
+                    outcome.code = 3;
+                    Ok(outcome)
+                }
+            }
+        }
+    }
 }
 
 fn run_lock(path: &Path, command: LockCommand) -> wfstate::Result<Outcome> {

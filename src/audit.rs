@@ -1,0 +1,552 @@
+//! The tamper-evident audit log: one JSON line per change the store makes,
+//! each chained to the one before by a hash.
+//!
+//! ```text
+//! {"seq":7,"time":"…","event":"state_update","actor":{…},"data":{…},
+//!  "alg":"sha256","prev_hash":"<64 hex>","hash":"<64 hex>"}
+//! ```
+//!
+//! `hash` = SHA-256 (or, with a key, HMAC-SHA256) over `prev_hash`, a
+//! newline, and the canonical JSON (RFC 8785) of the entry without `hash`.
+//! The first entry's `prev_hash` is 64 zeros.
+//!
+//! What each mode proves: **unkeyed**, the chain detects accidental damage
+//! and any edit by someone who does not recompute every later hash; someone
+//! who can write the file *can* rewrite it into a new valid chain. **Keyed**
+//! (`WFSTATE_AUDIT_KEY_FILE`), nobody without the key can produce a chain
+//! that verifies, so edits, insertions and re-hashing are all detected;
+//! truncation of the newest entries is not detectable from the log alone
+//! (compare `seq` with an external record for that).
+//!
+//! Appends take the audit lock and read the tail under it, so any number of
+//! processes keep one chain; each append is fsynced before it returns.
+
+use crate::canonical;
+use crate::durable;
+use crate::error::{Error, Result};
+use crate::integrity::{constant_time_eq, hex};
+use crate::lock::{LockGuard, LockManager};
+use hmac::{KeyInit, Mac};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+/// Shortest key accepted for the keyed mode.
+pub const MIN_KEY_LEN: usize = 16;
+const ALG_PLAIN: &str = "sha256";
+const ALG_KEYED: &str = "hmac-sha256";
+const REDACTED: &str = "[REDACTED]";
+/// Substrings that mark a path-like string as pointing at secrets.
+const SECRET_MARKERS: [&str; 8] = [
+    ".ssh",
+    ".gnupg",
+    ".secrets",
+    ".env",
+    "credential",
+    "password",
+    "api_key",
+    "token",
+];
+
+/// Who made a change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Actor {
+    pub pid: u32,
+    pub host: String,
+    pub user: String,
+}
+
+impl Actor {
+    pub fn current() -> Actor {
+        let record = crate::lock::holder::HolderRecord::for_current_process(
+            "",
+            crate::LockMode::Exclusive,
+            Some(""),
+        );
+        Actor {
+            pid: record.pid,
+            host: record.host,
+            user: record.user,
+        }
+    }
+}
+
+/// One line of the log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    pub seq: u64,
+    pub time: String,
+    pub event: String,
+    pub actor: Actor,
+    pub data: Value,
+    pub alg: String,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+/// The log of one store.
+#[derive(Clone)]
+pub struct AuditLog {
+    path: PathBuf,
+    locks: LockManager,
+    key: Option<Vec<u8>>,
+    lock_timeout: Option<Duration>,
+}
+
+/// The first line that failed verification.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BadLine {
+    /// 1-based physical line number.
+    pub line: usize,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifyReport {
+    pub entries: usize,
+    pub valid: bool,
+    pub first_bad: Option<BadLine>,
+    /// A final line without its newline that does not parse: what a crash
+    /// in the middle of an append leaves. Repair moves it aside.
+    pub torn_tail: Option<usize>,
+    pub keyed: bool,
+}
+
+fn hash_entry(key: Option<&[u8]>, prev_hash: &str, body: &Map<String, Value>) -> String {
+    let mut canonical_body = Vec::new();
+    canonical::write_object_except(body, Some("hash"), &mut canonical_body)
+        .expect("writing to a Vec cannot fail");
+    match key {
+        None => {
+            let mut h = Sha256::new();
+            h.update(prev_hash.as_bytes());
+            h.update(b"\n");
+            h.update(&canonical_body);
+            hex(&h.finalize())
+        }
+        Some(key) => {
+            let mut mac = <hmac::Hmac<Sha256> as KeyInit>::new_from_slice(key)
+                .expect("HMAC accepts keys of any length");
+            mac.update(prev_hash.as_bytes());
+            mac.update(b"\n");
+            mac.update(&canonical_body);
+            hex(&mac.finalize().into_bytes())
+        }
+    }
+}
+
+/// Replaces path-like strings that point at secrets with `[REDACTED]`, in
+/// objects and arrays at any depth.
+pub fn redact(value: &mut Value) {
+    match value {
+        Value::String(s) => {
+            let lower = s.to_lowercase();
+            let path_like = s.contains('/') || s.contains('\\');
+            if path_like && SECRET_MARKERS.iter().any(|m| lower.contains(m)) {
+                *s = REDACTED.to_string();
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(redact),
+        Value::Object(map) => map.values_mut().for_each(redact),
+        _ => {}
+    }
+}
+
+impl AuditLog {
+    pub fn new(
+        path: PathBuf,
+        locks: LockManager,
+        key: Option<Vec<u8>>,
+        lock_timeout: Option<Duration>,
+    ) -> Self {
+        AuditLog {
+            path,
+            locks,
+            key,
+            lock_timeout,
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn is_keyed(&self) -> bool {
+        self.key.is_some()
+    }
+
+    /// Reads a key file for the keyed mode (at least 16 bytes; a trailing
+    /// newline is not part of the key).
+    pub fn read_key_file(path: &Path) -> Result<Vec<u8>> {
+        let mut key = std::fs::read(path).map_err(|e| Error::io("read audit key", path, e))?;
+        while key.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+            key.pop();
+        }
+        if key.len() < MIN_KEY_LEN {
+            return Err(Error::InvalidInput(format!(
+                "audit key in {} is {} bytes; at least {MIN_KEY_LEN} are required",
+                path.display(),
+                key.len()
+            )));
+        }
+        Ok(key)
+    }
+
+    fn lock(&self) -> Result<LockGuard> {
+        self.locks
+            .internal_exclusive("audit", "log", self.lock_timeout)
+    }
+
+    /// Appends one entry (`data` is redacted first) and returns it once it
+    /// is durable.
+    pub fn append(&self, event: &str, mut data: Value) -> Result<AuditEntry> {
+        redact(&mut data);
+        let mut entries = self.append_batch(vec![(event.to_string(), data)])?;
+        Ok(entries.pop().expect("one entry appended"))
+    }
+
+    /// Appends entries in order under one lock hold and one fsync, without
+    /// redaction (imported entries keep what they said).
+    pub fn append_batch(&self, events: Vec<(String, Value)>) -> Result<Vec<AuditEntry>> {
+        let _guard = self.lock()?;
+        if !self.path.exists() {
+            durable::replace_file_with_bytes(&self.path, b"")?;
+        }
+        let (last, ends_with_newline) = self.tail()?;
+        let (mut seq, mut prev_hash) = match &last {
+            Some(e) => (e.seq, e.hash.clone()),
+            None => (0, GENESIS_HASH.to_string()),
+        };
+        let actor = Actor::current();
+        let alg = if self.key.is_some() {
+            ALG_KEYED
+        } else {
+            ALG_PLAIN
+        };
+        let mut bytes = Vec::new();
+        if !ends_with_newline {
+            // Never glue an entry onto a torn line: start a new one.
+            bytes.push(b'\n');
+        }
+        let mut appended = Vec::with_capacity(events.len());
+        for (event, data) in events {
+            seq += 1;
+            let mut entry = AuditEntry {
+                seq,
+                time: crate::clock::now_rfc3339(),
+                event,
+                actor: actor.clone(),
+                data,
+                alg: alg.to_string(),
+                prev_hash: prev_hash.clone(),
+                hash: String::new(),
+            };
+            let Value::Object(body) = serde_json::to_value(&entry).expect("serializes") else {
+                unreachable!("an entry serializes to an object")
+            };
+            entry.hash = hash_entry(self.key.as_deref(), &prev_hash, &body);
+            prev_hash = entry.hash.clone();
+            serde_json::to_writer(&mut bytes, &entry).expect("serializes");
+            bytes.push(b'\n');
+            appended.push(entry);
+        }
+        durable::append(&self.path, &bytes)?;
+        Ok(appended)
+    }
+
+    fn open(&self) -> Result<Option<File>> {
+        let opened = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+            .open(&self.path);
+        match opened {
+            Ok(f) => Ok(Some(f)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io("open", &self.path, e)),
+        }
+    }
+
+    /// The last entry that parses, and whether the file ends with a newline.
+    /// Reads backwards from the end, so it costs the size of the last few
+    /// lines, not of the log.
+    fn tail(&self) -> Result<(Option<AuditEntry>, bool)> {
+        let Some(mut file) = self.open()? else {
+            return Ok((None, true));
+        };
+        let len = file
+            .seek(SeekFrom::End(0))
+            .map_err(|e| Error::io("seek", &self.path, e))?;
+        if len == 0 {
+            return Ok((None, true));
+        }
+        let mut end = len;
+        let mut buf: Vec<u8> = Vec::new();
+        let mut ends_with_newline = None;
+        loop {
+            let start = end.saturating_sub(64 * 1024);
+            let mut chunk = vec![0u8; (end - start) as usize];
+            file.seek(SeekFrom::Start(start))
+                .and_then(|_| file.read_exact(&mut chunk))
+                .map_err(|e| Error::io("read", &self.path, e))?;
+            chunk.extend_from_slice(&buf);
+            buf = chunk;
+            if ends_with_newline.is_none() {
+                ends_with_newline = Some(buf.last() == Some(&b'\n'));
+            }
+            // Try complete lines from the newest back; keep the partial
+            // first line of the buffer for the next, earlier chunk.
+            let mut lines: Vec<&[u8]> = buf.split(|b| *b == b'\n').collect();
+            let first_partial = if start > 0 { lines.remove(0).len() } else { 0 };
+            for line in lines.iter().rev() {
+                if let Ok(entry) = serde_json::from_slice::<AuditEntry>(line) {
+                    return Ok((Some(entry), ends_with_newline.unwrap_or(true)));
+                }
+            }
+            if start == 0 {
+                return Ok((None, ends_with_newline.unwrap_or(true)));
+            }
+            buf.truncate(first_partial);
+            end = start;
+        }
+    }
+
+    /// Checks every line: it parses, `seq` counts up by one, `prev_hash` is
+    /// the previous entry's hash, `alg` matches the mode, and `hash`
+    /// recomputes. Reports the first bad line.
+    pub fn verify(&self) -> Result<VerifyReport> {
+        let mut report = VerifyReport {
+            entries: 0,
+            valid: true,
+            first_bad: None,
+            torn_tail: None,
+            keyed: self.key.is_some(),
+        };
+        let Some(file) = self.open()? else {
+            return Ok(report);
+        };
+        let mut reader = BufReader::with_capacity(256 * 1024, file);
+        let mut prev_hash = GENESIS_HASH.to_string();
+        let mut expected_seq = 1;
+        let mut line_no = 0;
+        let mut line = Vec::new();
+        let expected_alg = if self.key.is_some() {
+            ALG_KEYED
+        } else {
+            ALG_PLAIN
+        };
+        loop {
+            line.clear();
+            let n = reader
+                .read_until(b'\n', &mut line)
+                .map_err(|e| Error::io("read", &self.path, e))?;
+            if n == 0 {
+                break;
+            }
+            line_no += 1;
+            let complete = line.last() == Some(&b'\n');
+            let text = if complete {
+                &line[..line.len() - 1]
+            } else {
+                &line[..]
+            };
+            if text.is_empty() {
+                continue;
+            }
+            let mut bad = |reason: String| {
+                if report.first_bad.is_none() {
+                    report.first_bad = Some(BadLine {
+                        line: line_no,
+                        reason,
+                    });
+                }
+                report.valid = false;
+            };
+            let body: Map<String, Value> = match serde_json::from_slice(text) {
+                Ok(Value::Object(m)) => m,
+                _ => {
+                    if !complete {
+                        report.torn_tail = Some(line_no);
+                        bad("torn final line (a crash during an append); `wfstate health --repair` moves it aside".into());
+                    } else {
+                        bad("not a JSON object (damaged or torn line)".into());
+                    }
+                    continue;
+                }
+            };
+            report.entries += 1;
+            let entry: AuditEntry = match serde_json::from_value(Value::Object(body.clone())) {
+                Ok(e) => e,
+                Err(e) => {
+                    bad(format!("entry fields are malformed: {e}"));
+                    continue;
+                }
+            };
+            if entry.alg != expected_alg {
+                bad(match self.key {
+                    Some(_) => format!(
+                        "entry uses {:?}, but the log is keyed: not written with the key",
+                        entry.alg
+                    ),
+                    None => format!(
+                        "entry uses {:?}; set WFSTATE_AUDIT_KEY_FILE to verify it",
+                        entry.alg
+                    ),
+                });
+            } else if entry.seq != expected_seq {
+                bad(format!(
+                    "seq is {}, expected {expected_seq} (an entry was removed, inserted or reordered)",
+                    entry.seq
+                ));
+            } else if entry.prev_hash != prev_hash {
+                bad(
+                    "prev_hash does not match the previous entry's hash (the chain is broken here)"
+                        .into(),
+                );
+            } else {
+                let computed = hash_entry(self.key.as_deref(), &prev_hash, &body);
+                if !constant_time_eq(computed.as_bytes(), entry.hash.as_bytes()) {
+                    bad("hash does not match the entry's content (the entry was edited)".into());
+                }
+            }
+            // Continue the chain from what the entry says, so one bad entry
+            // is reported once rather than breaking every later line.
+            prev_hash = entry.hash;
+            expected_seq = entry.seq + 1;
+        }
+        Ok(report)
+    }
+
+    /// Entries, oldest first, optionally only of one event, the newest
+    /// `limit` of them. Lines that do not parse are skipped (verify reports them).
+    pub fn read(&self, event: Option<&str>, limit: Option<usize>) -> Result<Vec<AuditEntry>> {
+        let Some(file) = self.open()? else {
+            return Ok(Vec::new());
+        };
+        let mut entries = std::collections::VecDeque::new();
+        for line in BufReader::new(file).split(b'\n') {
+            let line = line.map_err(|e| Error::io("read", &self.path, e))?;
+            let Ok(entry) = serde_json::from_slice::<AuditEntry>(&line) else {
+                continue;
+            };
+            if event.is_some_and(|e| e != entry.event) {
+                continue;
+            }
+            entries.push_back(entry);
+            if limit.is_some_and(|l| entries.len() > l) {
+                entries.pop_front();
+            }
+        }
+        Ok(entries.into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn log(dir: &Path, key: Option<&[u8]>) -> AuditLog {
+        let locks_dir = dir.join("locks");
+        std::fs::create_dir_all(&locks_dir).unwrap();
+        AuditLog::new(
+            dir.join("audit.jsonl"),
+            LockManager::open(locks_dir).unwrap(),
+            key.map(<[u8]>::to_vec),
+            None,
+        )
+    }
+
+    #[test]
+    fn appended_entries_chain_and_verify() {
+        let dir = tempfile::tempdir().unwrap();
+        let audit = log(dir.path(), None);
+        for i in 0..5 {
+            let e = audit.append("state_update", json!({"n": i})).unwrap();
+            assert_eq!(e.seq, i + 1);
+        }
+        let report = audit.verify().unwrap();
+        assert!(report.valid, "{report:?}");
+        assert_eq!(report.entries, 5);
+        assert_eq!(audit.read(None, Some(2)).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn secret_paths_are_redacted_at_any_depth() {
+        let mut v = json!({"a": "/home/u/.ssh/id_rsa", "b": ["C:\\\\creds\\\\password.txt", "plain token"],
+                           "c": {"d": "config/.env"}, "e": "src/main.rs"});
+        redact(&mut v);
+        assert_eq!(
+            v,
+            json!({"a": "[REDACTED]", "b": ["[REDACTED]", "plain token"],
+                             "c": {"d": "[REDACTED]"}, "e": "src/main.rs"})
+        );
+    }
+
+    #[test]
+    fn a_torn_tail_is_reported_and_later_appends_still_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let audit = log(dir.path(), None);
+        audit.append("a", json!(1)).unwrap();
+        audit.append("b", json!(2)).unwrap();
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(audit.path())
+            .unwrap();
+        std::io::Write::write_all(&mut f, b"{\"seq\":3,\"ti").unwrap();
+        let report = audit.verify().unwrap();
+        assert_eq!(report.torn_tail, Some(3));
+        assert_eq!(report.first_bad.as_ref().unwrap().line, 3);
+        let e = audit.append("c", json!(3)).unwrap();
+        assert_eq!(e.seq, 3, "continues from the last whole entry");
+        let report = audit.verify().unwrap();
+        assert_eq!(
+            report.torn_tail, None,
+            "the torn line is now a whole (bad) line"
+        );
+        assert_eq!(report.first_bad.unwrap().line, 3);
+        assert_eq!(report.entries, 3);
+    }
+
+    #[test]
+    fn keyed_logs_reject_entries_rehashed_without_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = b"0123456789abcdef-secret";
+        let audit = log(dir.path(), Some(key));
+        for i in 0..3 {
+            audit.append("e", json!({"n": i})).unwrap();
+        }
+        assert!(audit.verify().unwrap().valid);
+        // An attacker without the key edits entry 2 and recomputes the chain
+        // with plain SHA-256, marking the entries as unkeyed.
+        let text = std::fs::read_to_string(audit.path()).unwrap();
+        let mut prev = GENESIS_HASH.to_string();
+        let mut forged = String::new();
+        for line in text.lines() {
+            let mut e: AuditEntry = serde_json::from_str(line).unwrap();
+            if e.seq == 2 {
+                e.data = json!({"n": 99});
+            }
+            e.alg = ALG_PLAIN.into();
+            e.prev_hash = prev.clone();
+            let Value::Object(body) = serde_json::to_value(&e).unwrap() else {
+                unreachable!()
+            };
+            e.hash = hash_entry(None, &prev, &body);
+            prev = e.hash.clone();
+            forged.push_str(&serde_json::to_string(&e).unwrap());
+            forged.push('\n');
+        }
+        std::fs::write(audit.path(), forged).unwrap();
+        let report = audit.verify().unwrap();
+        assert!(!report.valid);
+        assert_eq!(report.first_bad.unwrap().line, 1);
+        // Without the key the forgery would have passed: that is what the key buys.
+        assert!(log(dir.path(), None).verify().unwrap().valid);
+    }
+}
