@@ -116,13 +116,9 @@ pub fn format_double(f: f64) -> String {
     if f < 0.0 {
         return format!("-{}", format_double(-f));
     }
-    // Rust's `{:e}` prints the shortest digit string that round-trips, the
-    // same digits ECMAScript chooses; only the layout differs.
-    let sci = format!("{f:e}");
-    let (mantissa, exp) = sci.split_once('e').expect("{:e} always has an exponent");
-    let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
+    let (digits, exp) = shortest_digits(f);
     let k = digits.len() as i32;
-    let n = exp.parse::<i32>().expect("exponent is an integer") + 1;
+    let n = exp + 1;
     if k <= n && n <= 21 {
         format!("{digits}{}", "0".repeat((n - k) as usize))
     } else if 0 < n && n <= 21 {
@@ -142,15 +138,51 @@ pub fn format_double(f: f64) -> String {
     }
 }
 
+/// The shortest decimal digits that round-trip to the positive finite `f`,
+/// and the exponent of the first digit (`f` = d.ddd × 10^exp).
+///
+/// When two shortest candidates are equally close to the exact binary value,
+/// ECMAScript (hence RFC 8785) and Python both take the even one. Rust's
+/// `{:e}` rounds such ties up (25200386.333007812 comes out as ...813), so
+/// the digits come from serde_json's formatter, which breaks ties to even;
+/// only its layout is discarded here.
+pub fn shortest_digits(f: f64) -> (String, i32) {
+    let text = serde_json::to_string(&f).expect("finite floats serialize");
+    let (mantissa, exp) = match text.split_once(['e', 'E']) {
+        Some((m, e)) => (m, e.parse::<i32>().expect("exponent is an integer")),
+        None => (text.as_str(), 0),
+    };
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let all: String = format!("{int}{frac}");
+    // Position of the decimal point relative to the start of `all`.
+    let point = int.len() as i32 + exp;
+    let leading_zeros = all.len() - all.trim_start_matches('0').len();
+    let digits = all.trim_start_matches('0').trim_end_matches('0');
+    let digits = if digits.is_empty() { "0" } else { digits };
+    (digits.to_string(), point - leading_zeros as i32 - 1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
 
     #[test]
+    fn shortest_digits_break_ties_to_even() {
+        assert_eq!(
+            shortest_digits(25200386.333007812),
+            ("25200386333007812".into(), 7)
+        );
+        assert_eq!(shortest_digits(1e16), ("1".into(), 16));
+        assert_eq!(shortest_digits(0.00012), ("12".into(), -4));
+        assert_eq!(shortest_digits(123.0), ("123".into(), 2));
+        assert_eq!(shortest_digits(5e-324), ("5".into(), -324));
+    }
+
+    #[test]
     fn numbers_follow_ecmascript_layout() {
         // Examples from RFC 8785 appendix B and ECMA-262.
-        let cases: [(f64, &str); 14] = [
+        let cases: [(f64, &str); 15] = [
             (1e21, "1e+21"),
             (1e20, "100000000000000000000"),
             (123456789012345680000.0, "123456789012345680000"),
@@ -165,6 +197,7 @@ mod tests {
             (-0.0, "0"),
             (9007199254740994.0, "9007199254740994"),
             (295147905179352830000.0, "295147905179352830000"),
+            (25200386.333007812, "25200386.333007812"),
         ];
         for (value, expected) in cases {
             assert_eq!(format_double(value), expected, "{value:e}");

@@ -241,17 +241,29 @@ impl Backend for FileBackend {
         )
     }
 
-    fn restore(&self, workflow: &str, data: Value, origin: Value) -> Result<StateDoc> {
+    fn save_with_origin(
+        &self,
+        workflow: &str,
+        data: Value,
+        origin: Value,
+        event: &str,
+        expected_generation: Option<u64>,
+    ) -> Result<StateDoc> {
         let _guard = self.lock_workflow(workflow)?;
-        // As with save: a corrupt current state stops the restore.
+        // As with save: a corrupt current state stops the write.
         let current = self.load(workflow)?.map_or(0, |d| d.generation);
-        let checkpoint = origin.get("restored_from_checkpoint").cloned();
+        if let Some(expected) = expected_generation
+            && expected != current
+        {
+            return Err(Error::Conflict {
+                workflow: workflow.to_string(),
+                expected,
+                actual: current,
+            });
+        }
+        let audit_data = serde_json::json!({"origin": origin.clone()});
         let doc = self.write_next(workflow, current, Some(origin), data)?;
-        self.audited(
-            doc,
-            "state_restore",
-            serde_json::json!({"checkpoint": checkpoint}),
-        )
+        self.audited(doc, event, audit_data)
     }
 
     fn checkpoints(&self) -> Option<&dyn CheckpointBackend> {

@@ -74,8 +74,17 @@ pub trait Backend: Send + Sync {
     /// Names of all workflows that have state, sorted.
     fn list_workflows(&self) -> Result<Vec<String>>;
     /// Makes `data` the workflow's next generation under its lock, recording
-    /// `origin` (where the data came from) in the state document.
-    fn restore(&self, workflow: &str, data: Value, origin: Value) -> Result<StateDoc>;
+    /// `origin` (where the data came from) in the state document and `event`
+    /// (e.g. `state_restore`, `state_import`) in the audit log. With
+    /// `expected_generation`, fails with `Conflict` as `save` does.
+    fn save_with_origin(
+        &self,
+        workflow: &str,
+        data: Value,
+        origin: Value,
+        event: &str,
+        expected_generation: Option<u64>,
+    ) -> Result<StateDoc>;
     /// The backend's checkpoints, if it stores them.
     fn checkpoints(&self) -> Option<&dyn CheckpointBackend> {
         None
@@ -217,9 +226,13 @@ impl Store {
             "checkpoint_created_at": checkpoint.created_at,
             "checkpoint_state_generation": snapshot.generation,
         });
-        let doc = self
-            .backend
-            .restore(&checkpoint.workflow, snapshot.data.clone(), origin)?;
+        let doc = self.backend.save_with_origin(
+            &checkpoint.workflow,
+            snapshot.data.clone(),
+            origin,
+            "state_restore",
+            None,
+        )?;
         Ok((checkpoint, doc))
     }
 
@@ -231,6 +244,19 @@ impl Store {
                 self.backend.location()
             ))
         })
+    }
+
+    /// See [`Backend::save_with_origin`].
+    pub fn save_with_origin(
+        &self,
+        workflow: &str,
+        data: Value,
+        origin: Value,
+        event: &str,
+        expected_generation: Option<u64>,
+    ) -> Result<StateDoc> {
+        self.backend
+            .save_with_origin(workflow, data, origin, event, expected_generation)
     }
 
     /// The store's named locks (`wfstate lock`).

@@ -85,7 +85,10 @@ fn every_kind_of_change_leaves_an_entry() {
         ]
     );
     let log = stdout_json(&s.run(&["--json", "audit", "log", "--event", "state_restore"]));
-    assert_eq!(log[0]["data"]["checkpoint"], a.as_str());
+    assert_eq!(
+        log[0]["data"]["origin"]["restored_from_checkpoint"],
+        a.as_str()
+    );
     assert_eq!(log[0]["data"]["generation"], 3);
     assert!(log[0]["actor"]["pid"].as_u64().is_some());
     ok(&s.run(&["audit", "verify"]));

@@ -12,6 +12,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 use wfstate::audit::AuditLog;
+use wfstate::import::{ImportOptions, ImportReport, import_legacy};
 use wfstate::lock::{LockRequest, Notice, Recording, WaitNotice};
 use wfstate::pointer::{self, Edit};
 use wfstate::store::{self, DEFAULT_MAX_STATE_BYTES};
@@ -63,6 +64,22 @@ enum Command {
     /// The tamper-evident log of every change (keyed with WFSTATE_AUDIT_KEY_FILE)
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Import a seed-system (V3) project: state, checkpoints with lineage, audit log
+    ///
+    /// Verifies every file with the seed system's own checksums and hash chain
+    /// first and reports each invalid file with the reason. Exit 3 if invalid
+    /// files were found and skipped, 4 if existing state blocked an import,
+    /// else 0. Running it again adds nothing.
+    #[command(name = "import-legacy", verbatim_doc_comment)]
+    ImportLegacy {
+        dir: PathBuf,
+        /// Report what would be imported; write nothing
+        #[arg(long)]
+        dry_run: bool,
+        /// Also import data that fails verification, marked legacy_valid: false
+        #[arg(long)]
+        accept_invalid: bool,
+    },
     /// A short tour in a temporary store
     Demo,
 }
@@ -379,6 +396,24 @@ fn run(cli: Cli, json: bool, matches: &ArgMatches) -> wfstate::Result<Outcome> {
             let store = open_store(&path, None)?;
             run_audit(&store, command)
         }
+        Command::ImportLegacy {
+            dir,
+            dry_run,
+            accept_invalid,
+        } => {
+            let path = store::locate(cli.store.as_deref(), &cwd)?;
+            let store = open_store(&path, None)?;
+            let report = import_legacy(
+                &store,
+                &dir,
+                ImportOptions {
+                    dry_run,
+                    accept_invalid,
+                },
+            )?;
+            report_index_repairs(&store);
+            Ok(import_outcome(&report, accept_invalid))
+        }
         Command::Lock(command) => {
             let path = store::locate(cli.store.as_deref(), &cwd)?;
             run_lock(&path, command)
@@ -427,6 +462,69 @@ pub(crate) fn open_store(path: &Path, wait: Option<&WaitArgs>) -> wfstate::Resul
         options.audit_key = Some(AuditLog::read_key_file(Path::new(&key_file))?);
     }
     Store::open(path, options)
+}
+
+fn import_outcome(report: &ImportReport, accept_invalid: bool) -> Outcome {
+    let mut lines = vec![format!(
+        "{} {}",
+        if report.dry_run {
+            "dry run: nothing written for"
+        } else {
+            "imported from"
+        },
+        report.source
+    )];
+    if let Some(state) = &report.state {
+        lines.push(format!(
+            "state {} (workflow {}): {}",
+            state.path,
+            state.workflow.as_deref().unwrap_or("?"),
+            state.action
+        ));
+    }
+    for cp in &report.checkpoints {
+        lines.push(format!(
+            "checkpoint {} -> {}: {}",
+            cp.legacy_id,
+            cp.id.as_deref().unwrap_or("-"),
+            cp.action
+        ));
+    }
+    if let Some(audit) = &report.audit {
+        lines.push(format!(
+            "audit {}: {} entries, {}; {} imported, {} already imported, {} skipped as invalid",
+            audit.path,
+            audit.entries,
+            match audit.first_bad_line {
+                None => "chain valid".to_string(),
+                Some(line) => format!("chain broken at line {line}"),
+            },
+            audit.imported,
+            audit.already_imported,
+            audit.skipped_invalid
+        ));
+    }
+    for invalid in &report.invalid {
+        eprintln!(
+            "wfstate: invalid legacy file {}: {}",
+            invalid.path, invalid.reason
+        );
+    }
+    for conflict in &report.conflicts {
+        eprintln!("wfstate: conflict: {conflict}");
+    }
+    let mut outcome = Outcome::ok(
+        serde_json::to_value(report).expect("serializes"),
+        lines.join("\n"),
+    );
+    outcome.code = if !report.conflicts.is_empty() {
+        4
+    } else if !report.invalid.is_empty() && !accept_invalid {
+        3
+    } else {
+        0
+    };
+    outcome
 }
 
 fn run_audit(store: &Store, command: AuditCommand) -> wfstate::Result<Outcome> {
