@@ -230,6 +230,24 @@ pub fn remove_file_unsynced(path: &Path) -> Result<()> {
     fs::remove_file(path).map_err(|e| Error::io("remove", path, e))
 }
 
+/// Moves `from` to `to` (same filesystem) durably: rename, then fsync of
+/// both directories. Creates missing directories of `to` below `base`
+/// durably first. Used to quarantine damaged files instead of deleting them.
+pub fn move_file(from: &Path, to: &Path, base: &Path) -> Result<()> {
+    let to_dir = parent_of(to)?;
+    let relative = to_dir.strip_prefix(base).map_err(|_| {
+        Error::InvalidInput(format!("{} is not under {}", to.display(), base.display()))
+    })?;
+    let mut dir = base.to_path_buf();
+    for part in relative.components() {
+        dir.push(part);
+        create_dir(&dir)?;
+    }
+    fs::rename(from, to).map_err(|e| Error::io("move", from, e))?;
+    sync_dir(to_dir)?;
+    sync_dir(parent_of(from)?)
+}
+
 /// What a bounded read found.
 pub enum ReadOutcome {
     Found(Vec<u8>),
@@ -271,7 +289,7 @@ pub fn read_file(path: &Path, limit: u64) -> Result<ReadOutcome> {
     }
     let mut bytes = Vec::with_capacity(meta.len() as usize);
     // `take` guards against a file that grows between stat and read.
-    file.take(limit + 1)
+    file.take(limit.saturating_add(1))
         .read_to_end(&mut bytes)
         .map_err(|e| Error::io("read", path, e))?;
     if bytes.len() as u64 > limit {

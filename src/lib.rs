@@ -14,6 +14,7 @@ mod document;
 pub mod durable;
 mod error;
 pub mod file_store;
+pub mod health;
 pub mod id;
 pub mod import;
 pub mod integrity;

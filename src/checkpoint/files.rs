@@ -636,6 +636,11 @@ impl CheckpointBackend for FileCheckpoints {
         Ok(names)
     }
 
+    fn rebuild_index(&self, workflow: &str, reason: &str) -> Result<usize> {
+        let _guard = self.lock(workflow)?;
+        self.rebuild_locked(workflow, reason)
+    }
+
     fn take_repairs(&self) -> Vec<IndexRepair> {
         std::mem::take(&mut *self.repairs.lock().expect("repairs lock"))
     }

@@ -279,4 +279,7 @@ pub trait CheckpointBackend: Send + Sync {
     fn workflows(&self) -> Result<Vec<String>>;
     /// Index repairs made since the backend was opened (for messages).
     fn take_repairs(&self) -> Vec<IndexRepair>;
+    /// Rebuilds `workflow`'s index from its checkpoint files (under its
+    /// checkpoint lock); returns how many checkpoints it lists.
+    fn rebuild_index(&self, workflow: &str, reason: &str) -> Result<usize>;
 }

@@ -1,0 +1,548 @@
+//! `wfstate health`: verifies a whole file store and, on request, makes
+//! safe repairs.
+//!
+//! Safe means reversible: damaged files are *moved* into
+//! `quarantine/<time>/` under their store-relative path, never deleted;
+//! indexes (caches) are rebuilt from the files; nothing that verifies is
+//! touched. Each repair takes the lock its writers take, and the whole
+//! repair is recorded in the audit log. A second repair finds nothing to do.
+
+use crate::audit::AuditLog;
+use crate::checkpoint::index::{IndexProblem, IndexReader};
+use crate::checkpoint::{Checkpoint, validate_id};
+use crate::durable::{self, ReadOutcome, TEMP_MARKER};
+use crate::error::{Error, Result};
+use crate::lock::{Held, LockManager};
+use crate::name::validate_name;
+use crate::store::Store;
+use serde::Serialize;
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+/// Folder of quarantined files, inside the store.
+pub const QUARANTINE_DIR: &str = "quarantine";
+/// A temp file is only taken for a crashed writer's once it is this old and
+/// its writer's pid no longer exists.
+const TEMP_GRACE: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Ok,
+    Warning,
+    Error,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Component {
+    pub name: &'static str,
+    pub status: Status,
+    pub message: String,
+    pub details: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HealthReport {
+    pub status: Status,
+    pub components: Vec<Component>,
+    /// What `--repair` did (empty without it, or when nothing needed doing).
+    pub repairs: Vec<String>,
+}
+
+impl HealthReport {
+    /// 0 ok, 1 warnings, 3 errors.
+    pub fn exit_code(&self) -> u8 {
+        match self.status {
+            Status::Ok => 0,
+            Status::Warning => 1,
+            Status::Error => 3,
+        }
+    }
+}
+
+/// Something a repair can fix, found by a check.
+enum Fix {
+    /// Move this damaged file to quarantine (with the lock to hold).
+    Quarantine {
+        path: PathBuf,
+        lock: LockFor,
+        why: String,
+    },
+    RebuildIndex {
+        workflow: String,
+        why: String,
+    },
+    /// Rewrite the audit log without its unparsable (torn) lines.
+    AuditTornLines,
+}
+
+enum LockFor {
+    Workflow(String),
+    Checkpoints(String),
+    Nothing,
+}
+
+struct Checker<'a> {
+    root: &'a Path,
+    store: &'a Store,
+    fixes: Vec<Fix>,
+}
+
+fn component(name: &'static str, problems: &[(Status, String)], ok_message: String) -> Component {
+    let status = problems.iter().map(|(s, _)| *s).max().unwrap_or(Status::Ok);
+    let message = match status {
+        Status::Ok => ok_message,
+        _ => format!(
+            "{} problem(s): {}",
+            problems.iter().filter(|(s, _)| *s != Status::Ok).count(),
+            problems
+                .first()
+                .map(|(_, m)| m.as_str())
+                .unwrap_or_default()
+        ),
+    };
+    Component {
+        name,
+        status,
+        message,
+        details: problems.iter().map(|(_, m)| m.clone()).collect(),
+    }
+}
+
+impl Checker<'_> {
+    fn states(&mut self) -> Result<Component> {
+        let mut problems = Vec::new();
+        let names = self.store.list_workflows()?;
+        for name in &names {
+            if let Err(e) = self.store.load(name) {
+                problems.push((Status::Error, e.to_string()));
+                if matches!(e, Error::Integrity { .. }) {
+                    self.fixes.push(Fix::Quarantine {
+                        path: self.root.join("state").join(format!("{name}.json")),
+                        lock: LockFor::Workflow(name.clone()),
+                        why: e.to_string(),
+                    });
+                }
+            }
+        }
+        Ok(component(
+            "states",
+            &problems,
+            format!("{} state(s) verified", names.len()),
+        ))
+    }
+
+    fn checkpoints(&mut self) -> Result<Component> {
+        let mut problems = Vec::new();
+        let cps = self.store.checkpoints()?;
+        let mut total = 0;
+        for workflow in cps.workflows()? {
+            let dir = self.root.join("checkpoints").join(&workflow);
+            let mut parents: BTreeMap<String, Option<String>> = BTreeMap::new();
+            let mut corrupt = 0;
+            for entry in std::fs::read_dir(&dir).map_err(|e| Error::io("list", &dir, e))? {
+                let path = entry.map_err(|e| Error::io("list", &dir, e))?.path();
+                let Some(id) = path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .and_then(|n| n.strip_suffix(".json"))
+                else {
+                    continue;
+                };
+                if validate_id(id).is_err() {
+                    continue;
+                }
+                total += 1;
+                let verdict = match durable::read_file(&path, u64::MAX) {
+                    Ok(ReadOutcome::Found(bytes)) => {
+                        Checkpoint::decode(&bytes, &path, id, &workflow)
+                    }
+                    Ok(ReadOutcome::Missing) => continue,
+                    Err(e) => Err(e),
+                };
+                match verdict {
+                    Ok(cp) => {
+                        parents.insert(cp.id, cp.parent);
+                    }
+                    Err(e) => {
+                        corrupt += 1;
+                        problems.push((Status::Error, e.to_string()));
+                        self.fixes.push(Fix::Quarantine {
+                            path: path.clone(),
+                            lock: LockFor::Checkpoints(workflow.clone()),
+                            why: e.to_string(),
+                        });
+                    }
+                }
+            }
+            for (id, parent) in &parents {
+                if let Some(p) = parent.as_ref().filter(|p| !parents.contains_key(*p)) {
+                    problems.push((Status::Warning, format!("{workflow}: checkpoint {id} names parent {p}, which does not exist (pruned?): its lineage is truncated")));
+                }
+            }
+            for id in parents.keys() {
+                let mut seen = HashSet::new();
+                let mut at = Some(id.clone());
+                while let Some(cur) = at {
+                    if !seen.insert(cur.clone()) {
+                        problems.push((
+                            Status::Warning,
+                            format!("{workflow}: the lineage of {id} has a cycle at {cur}"),
+                        ));
+                        break;
+                    }
+                    at = parents.get(&cur).cloned().flatten();
+                }
+            }
+            // The index must list exactly the committed, readable checkpoints.
+            let index_path = dir.join("index");
+            let index_problem = match IndexReader::open(&index_path)? {
+                Err(IndexProblem::Missing) if parents.is_empty() && corrupt == 0 => None,
+                Err(IndexProblem::Missing) => Some("index missing".to_string()),
+                Err(IndexProblem::Damaged(why)) => Some(format!("index damaged: {why}")),
+                Ok(mut reader) => {
+                    reader.load()?;
+                    let mut listed = HashSet::new();
+                    let mut damaged = None;
+                    for i in 0..reader.count() {
+                        match reader.record(i)? {
+                            Ok(r) => {
+                                listed.insert(r.id);
+                            }
+                            Err(why) => {
+                                damaged = Some(why);
+                                break;
+                            }
+                        }
+                    }
+                    let missing = parents.keys().filter(|id| !listed.contains(*id)).count();
+                    let extra = listed
+                        .iter()
+                        .filter(|id| !parents.contains_key(*id))
+                        .count();
+                    match (damaged, missing, extra) {
+                        (Some(why), _, _) => Some(format!("index damaged: {why}")),
+                        (None, 0, 0) => None,
+                        (None, missing, extra) => Some(format!(
+                            "index disagrees with the files: {missing} checkpoint(s) not indexed, {extra} record(s) without a readable file"
+                        )),
+                    }
+                }
+            };
+            if let Some(why) = index_problem {
+                problems.push((Status::Error, format!("{workflow}: {why}")));
+                self.fixes.push(Fix::RebuildIndex {
+                    workflow: workflow.clone(),
+                    why,
+                });
+            }
+        }
+        Ok(component(
+            "checkpoints",
+            &problems,
+            format!("{total} checkpoint(s) verified, indexes agree"),
+        ))
+    }
+
+    fn locks(&mut self, locks: &LockManager) -> Result<Component> {
+        let mut problems = Vec::new();
+        let mut details = Vec::new();
+        let statuses = locks.list()?;
+        for s in &statuses {
+            details.push(format!("{}: {}", s.name, s.describe()));
+            let leftovers = s
+                .records
+                .iter()
+                .filter(|r| r.holding == Some(false))
+                .count();
+            if leftovers > 0 && s.held == Held::Free {
+                problems.push((Status::Ok, format!("{}: {leftovers} record(s) left by holders that exited (harmless; cleared by the next exclusive holder)", s.name)));
+            }
+        }
+        let held = statuses.iter().filter(|s| s.held != Held::Free).count();
+        let mut c = component(
+            "locks",
+            &problems,
+            format!("{} lock(s), {held} held", statuses.len()),
+        );
+        c.details = details;
+        Ok(c)
+    }
+
+    fn audit(&mut self, audit: &AuditLog) -> Result<Component> {
+        let report = audit.verify()?;
+        let mut problems = Vec::new();
+        if let Some(bad) = &report.first_bad {
+            problems.push((
+                Status::Error,
+                format!(
+                    "{} line {}: {}",
+                    audit.path().display(),
+                    bad.line,
+                    bad.reason
+                ),
+            ));
+        }
+        // Unparsable lines (torn appends) can be moved aside; entries that
+        // parse but do not verify are evidence and stay where they are.
+        if torn_lines(audit.path())?.iter().any(|_| true) {
+            self.fixes.push(Fix::AuditTornLines);
+        }
+        Ok(component(
+            "audit",
+            &problems,
+            format!(
+                "{} entries, chain valid ({})",
+                report.entries,
+                if report.keyed { "keyed" } else { "unkeyed" }
+            ),
+        ))
+    }
+
+    fn temp_files(&mut self) -> Result<Component> {
+        let mut problems = Vec::new();
+        let mut dirs = vec![
+            self.root.to_path_buf(),
+            self.root.join("state"),
+            self.root.join("locks"),
+        ];
+        if let Ok(entries) = std::fs::read_dir(self.root.join("checkpoints")) {
+            dirs.push(self.root.join("checkpoints"));
+            dirs.extend(entries.flatten().map(|e| e.path()).filter(|p| p.is_dir()));
+        }
+        for dir in dirs {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let Some(tail) = name.split(TEMP_MARKER).nth(1) else {
+                    continue;
+                };
+                let pid = tail.split('-').next().and_then(|p| p.parse::<u32>().ok());
+                let age = entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| SystemTime::now().duration_since(t).ok())
+                    .unwrap_or_default();
+                let writer_alive = pid.is_some_and(|p| Path::new(&format!("/proc/{p}")).exists());
+                if writer_alive || age < TEMP_GRACE {
+                    problems.push((
+                        Status::Ok,
+                        format!("{}: a write in progress", entry.path().display()),
+                    ));
+                } else {
+                    problems.push((
+                        Status::Warning,
+                        format!(
+                            "{}: left by a writer that is gone (pid {})",
+                            entry.path().display(),
+                            pid.map_or("?".into(), |p| p.to_string())
+                        ),
+                    ));
+                    self.fixes.push(Fix::Quarantine {
+                        path: entry.path(),
+                        lock: LockFor::Nothing,
+                        why: "temp file of a crashed writer".into(),
+                    });
+                }
+            }
+        }
+        Ok(component(
+            "temp_files",
+            &problems,
+            "no leftover temp files".into(),
+        ))
+    }
+
+    fn quarantine(&self) -> Component {
+        let dir = self.root.join(QUARANTINE_DIR);
+        let batches: Vec<String> = std::fs::read_dir(&dir)
+            .map(|e| {
+                e.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if batches.is_empty() {
+            return component("quarantine", &[], "empty".into());
+        }
+        let problems: Vec<(Status, String)> = batches
+            .iter()
+            .map(|b| (Status::Warning, format!("{} holds files moved aside by a repair; inspect, then delete them yourself", dir.join(b).display())))
+            .collect();
+        component("quarantine", &problems, String::new())
+    }
+}
+
+/// (line number, bytes) of the audit log's lines that do not parse as JSON.
+fn torn_lines(path: &Path) -> Result<Vec<(usize, Vec<u8>)>> {
+    let bytes = match durable::read_file(path, u64::MAX)? {
+        ReadOutcome::Found(b) => b,
+        ReadOutcome::Missing => return Ok(Vec::new()),
+    };
+    Ok(bytes
+        .split_inclusive(|b| *b == b'\n')
+        .enumerate()
+        .filter(|(_, line)| {
+            let text = line.strip_suffix(b"\n").unwrap_or(line);
+            !text.is_empty() && serde_json::from_slice::<serde_json::Value>(text).is_err()
+        })
+        .map(|(i, line)| (i + 1, line.to_vec()))
+        .collect())
+}
+
+/// Checks the file store at `root` (opened as `store`).
+pub fn check(root: &Path, store: &Store) -> Result<HealthReport> {
+    run(root, store, false)
+}
+
+/// Checks, repairs what can be repaired safely, and checks again.
+pub fn repair(root: &Path, store: &Store) -> Result<HealthReport> {
+    run(root, store, true)
+}
+
+fn run(root: &Path, store: &Store, repair: bool) -> Result<HealthReport> {
+    let mut checker = Checker {
+        root,
+        store,
+        fixes: Vec::new(),
+    };
+    let components = gather(&mut checker)?;
+    if !repair || checker.fixes.is_empty() {
+        return Ok(finish(components, Vec::new()));
+    }
+    let fixes = std::mem::take(&mut checker.fixes);
+    let done = apply(root, store, fixes)?;
+    if !done.is_empty() {
+        store
+            .audit()?
+            .append("repair", serde_json::json!({ "actions": done }))?;
+    }
+    let mut again = Checker {
+        root,
+        store,
+        fixes: Vec::new(),
+    };
+    Ok(finish(gather(&mut again)?, done))
+}
+
+fn gather(checker: &mut Checker<'_>) -> Result<Vec<Component>> {
+    let store = checker.store;
+    Ok(vec![
+        component("format", &[], "store format marker wfstate.store/1".into()),
+        checker.states()?,
+        checker.checkpoints()?,
+        checker.locks(store.locks()?)?,
+        checker.audit(store.audit()?)?,
+        checker.temp_files()?,
+        checker.quarantine(),
+    ])
+}
+
+fn finish(components: Vec<Component>, repairs: Vec<String>) -> HealthReport {
+    HealthReport {
+        status: components
+            .iter()
+            .map(|c| c.status)
+            .max()
+            .unwrap_or(Status::Ok),
+        components,
+        repairs,
+    }
+}
+
+fn apply(root: &Path, store: &Store, fixes: Vec<Fix>) -> Result<Vec<String>> {
+    let batch = crate::clock::now_rfc3339().replace([':', '-'], "");
+    let quarantine = root.join(QUARANTINE_DIR).join(&batch);
+    let locks = store.locks()?;
+    let mut done = Vec::new();
+    let mut rebuild: BTreeMap<String, String> = BTreeMap::new();
+    for fix in fixes {
+        match fix {
+            Fix::Quarantine { path, lock, why } => {
+                let _guard = match &lock {
+                    LockFor::Workflow(wf) => {
+                        Some(locks.workflow_exclusive(wf, Some(Duration::from_secs(60)), None)?)
+                    }
+                    LockFor::Checkpoints(wf) => Some(locks.internal_exclusive(
+                        "checkpoint",
+                        wf,
+                        Some(Duration::from_secs(60)),
+                    )?),
+                    LockFor::Nothing => None,
+                };
+                if !path.exists() {
+                    continue; // gone since the check
+                }
+                let relative = path.strip_prefix(root).unwrap_or(&path);
+                let target = quarantine.join(relative);
+                durable::move_file(&path, &target, root)?;
+                done.push(format!(
+                    "moved {} to {} ({why})",
+                    path.display(),
+                    target.display()
+                ));
+                if let LockFor::Checkpoints(wf) = lock {
+                    rebuild.insert(wf, "a damaged checkpoint was quarantined".into());
+                }
+            }
+            Fix::RebuildIndex { workflow, why } => {
+                rebuild.insert(workflow, why);
+            }
+            Fix::AuditTornLines => {
+                let audit = store.audit()?;
+                let _guard =
+                    locks.internal_exclusive("audit", "log", Some(Duration::from_secs(60)))?;
+                let torn = torn_lines(audit.path())?;
+                if torn.is_empty() {
+                    continue;
+                }
+                let bad: HashSet<usize> = torn.iter().map(|(n, _)| *n).collect();
+                let bytes = match durable::read_file(audit.path(), u64::MAX)? {
+                    ReadOutcome::Found(b) => b,
+                    ReadOutcome::Missing => continue,
+                };
+                let mut kept = Vec::with_capacity(bytes.len());
+                for (i, line) in bytes.split_inclusive(|b| *b == b'\n').enumerate() {
+                    if !bad.contains(&(i + 1)) {
+                        kept.extend_from_slice(line);
+                    }
+                }
+                let mut moved = Vec::new();
+                for (n, line) in &torn {
+                    moved.extend_from_slice(format!("# line {n}\n").as_bytes());
+                    moved.extend_from_slice(line);
+                    if !line.ends_with(b"\n") {
+                        moved.push(b'\n');
+                    }
+                }
+                // Save what is removed before removing it.
+                let saved = quarantine.join("audit.torn-lines.txt");
+                for dir in [root.join(QUARANTINE_DIR), quarantine.clone()] {
+                    durable::create_dir(&dir)?;
+                }
+                durable::replace_file_with_bytes(&saved, &moved)?;
+                durable::replace_file_with_bytes(audit.path(), &kept)?;
+                let lines: Vec<String> = torn.iter().map(|(n, _)| n.to_string()).collect();
+                done.push(format!(
+                    "moved torn audit line(s) {} to {}",
+                    lines.join(", "),
+                    saved.display()
+                ));
+            }
+        }
+    }
+    let cps = store.checkpoints()?;
+    for (workflow, why) in rebuild {
+        validate_name(&workflow)?;
+        let n = cps.rebuild_index(&workflow, &why)?;
+        done.push(format!(
+            "rebuilt the checkpoint index of {workflow} ({n} checkpoints): {why}"
+        ));
+    }
+    cps.take_repairs();
+    Ok(done)
+}

@@ -1,0 +1,211 @@
+//! `wfstate health` and `--repair` on a store damaged in every way at once.
+
+mod common;
+
+use common::{Scratch, code, ok, read, stdout_json, text};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+fn health(s: &Scratch, repair: bool) -> (i32, Value) {
+    let mut args = vec!["--json", "health"];
+    if repair {
+        args.push("--repair");
+    }
+    let out = s.run(&args);
+    (code(&out), stdout_json(&out))
+}
+
+fn component<'a>(report: &'a Value, name: &str) -> &'a Value {
+    report["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap()
+}
+
+fn all_files(root: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push((p.clone(), std::fs::read(&p).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn a_healthy_store_exits_0() {
+    let s = Scratch::new();
+    ok(&s.run_with_stdin(&["state", "set", "wf", "-"], b"{}"));
+    ok(&s.run(&["checkpoint", "create", "wf"]));
+    let (exit, report) = health(&s, false);
+    assert_eq!(exit, 0, "{report}");
+    assert_eq!(report["status"], "ok");
+    for c in report["components"].as_array().unwrap() {
+        assert!(c["name"].is_string() && c["message"].is_string() && c["details"].is_array());
+    }
+}
+
+#[test]
+fn damage_of_every_kind_is_reported_then_quarantined_not_deleted() {
+    let s = Scratch::new();
+    ok(&s.run_with_stdin(&["state", "set", "good", "-"], b"{\"ok\": true}"));
+    ok(&s.run_with_stdin(&["state", "set", "flipped", "-"], b"{\"balance\": 100}"));
+    let cp_id = |out: &std::process::Output| stdout_json(out)["id"].as_str().unwrap().to_string();
+    let keep = cp_id(&s.run(&["--json", "checkpoint", "create", "good"]));
+    let truncated = cp_id(&s.run(&["--json", "checkpoint", "create", "good"]));
+    ok(&s.run(&["checkpoint", "create", "good"]));
+
+    // 1. one flipped byte in a state
+    let state_path = s.state_file("flipped");
+    let mut bytes = read(&state_path);
+    let at = text(&bytes).find("100").unwrap() + 2;
+    bytes[at] ^= 1;
+    std::fs::write(&state_path, &bytes).unwrap();
+    let flipped_bytes = bytes;
+    // 2. a truncated checkpoint
+    let cp_path = s
+        .store
+        .join("checkpoints/good")
+        .join(format!("{truncated}.json"));
+    let whole = read(&cp_path);
+    std::fs::write(&cp_path, &whole[..whole.len() / 3]).unwrap();
+    let truncated_bytes = read(&cp_path);
+    // 3. a torn audit tail
+    let audit = s.store.join("audit.jsonl");
+    let mut log = read(&audit);
+    log.extend_from_slice(b"{\"seq\": 99, \"ti");
+    std::fs::write(&audit, &log).unwrap();
+    // 4. a stray temp file of a writer that is gone, from an hour ago
+    let dead = std::process::Command::new("true").spawn().unwrap();
+    let dead_pid = dead.id();
+    let mut dead = dead;
+    dead.wait().unwrap();
+    let stray = s
+        .store
+        .join("state")
+        .join(format!(".good.json.tmp-{dead_pid}-0"));
+    std::fs::write(&stray, b"half a state").unwrap();
+    assert!(
+        std::process::Command::new("touch")
+            .args(["-d", "1 hour ago"])
+            .arg(&stray)
+            .status()
+            .unwrap()
+            .success()
+    );
+
+    let (exit, report) = health(&s, false);
+    assert_eq!(exit, 3, "{report:#}");
+    assert_eq!(report["status"], "error");
+    assert_eq!(component(&report, "states")["status"], "error");
+    assert!(
+        component(&report, "states")["message"]
+            .as_str()
+            .unwrap()
+            .contains("flipped.json")
+    );
+    assert_eq!(component(&report, "checkpoints")["status"], "error");
+    assert!(
+        component(&report, "checkpoints")["details"]
+            .to_string()
+            .contains(&truncated)
+    );
+    assert_eq!(component(&report, "audit")["status"], "error");
+    assert!(
+        component(&report, "audit")["message"]
+            .as_str()
+            .unwrap()
+            .contains("torn")
+    );
+    assert_eq!(component(&report, "temp_files")["status"], "warning");
+    // Checking changed nothing.
+    assert_eq!(read(&state_path), flipped_bytes);
+
+    let (exit, repaired) = health(&s, true);
+    let repairs: Vec<String> = repaired["repairs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(repairs.len(), 5, "{repairs:#?}"); // state, checkpoint, temp file, torn line, index rebuild
+    assert_eq!(exit, 1, "only the quarantine note remains: {repaired:#}");
+    assert_eq!(component(&repaired, "quarantine")["status"], "warning");
+
+    // Nothing was deleted: every damaged file sits in quarantine, byte for byte.
+    let quarantined = all_files(&s.store.join("quarantine"));
+    let contents: Vec<&Vec<u8>> = quarantined.iter().map(|(_, b)| b).collect();
+    assert!(contents.contains(&&flipped_bytes));
+    assert!(contents.contains(&&truncated_bytes));
+    assert!(contents.contains(&&b"half a state".to_vec()));
+    assert!(
+        quarantined
+            .iter()
+            .any(|(_, b)| text(b).contains("{\"seq\": 99, \"ti"))
+    );
+    assert!(!state_path.exists() && !cp_path.exists() && !stray.exists());
+
+    // The store works again: the chain verifies, checkpoints list, the
+    // good checkpoint is still there, and the repair is in the audit log.
+    ok(&s.run(&["audit", "verify"]));
+    ok(&s.run(&["checkpoint", "show", &keep]));
+    let listed = stdout_json(&s.run(&["--json", "checkpoint", "list", "good"]));
+    assert_eq!(listed.as_array().unwrap().len(), 2);
+    let repairs_logged = stdout_json(&s.run(&["--json", "audit", "log", "--event", "repair"]));
+    assert_eq!(repairs_logged.as_array().unwrap().len(), 1);
+
+    // A second repair changes nothing.
+    let before = all_files(&s.store);
+    let (exit, again) = health(&s, true);
+    assert_eq!(exit, 1);
+    assert!(again["repairs"].as_array().unwrap().is_empty());
+    let after: Vec<_> = all_files(&s.store)
+        .into_iter()
+        .filter(|(p, _)| !p.starts_with(s.store.join("locks")))
+        .collect();
+    let before: Vec<_> = before
+        .into_iter()
+        .filter(|(p, _)| !p.starts_with(s.store.join("locks")))
+        .collect();
+    assert_eq!(before, after);
+}
+
+#[test]
+fn a_tampered_audit_entry_is_reported_but_never_repaired_away() {
+    let s = Scratch::new();
+    for i in 0..3 {
+        ok(&s.run_with_stdin(
+            &["state", "set", "wf", "-"],
+            format!("{{\"i\": {i}}}").as_bytes(),
+        ));
+    }
+    let audit = s.store.join("audit.jsonl");
+    let edited = std::fs::read_to_string(&audit).unwrap().replacen(
+        "\"generation\":2",
+        "\"generation\":7",
+        1,
+    );
+    std::fs::write(&audit, &edited).unwrap();
+    let (exit, report) = health(&s, true);
+    assert_eq!(exit, 3, "{report:#}");
+    assert!(
+        component(&report, "audit")["message"]
+            .as_str()
+            .unwrap()
+            .contains("line 2")
+    );
+    assert_eq!(
+        std::fs::read_to_string(&audit).unwrap(),
+        edited,
+        "evidence left in place"
+    );
+}
