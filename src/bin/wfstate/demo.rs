@@ -92,6 +92,29 @@ pub fn run(json: bool) -> wfstate::Result<Outcome> {
     let lock_step = show_lock(&store, &exe, &store_path)?;
     say(lock_step);
 
+    let audit = store.audit()?.verify()?;
+    say(format!(
+        "8. audit verify: {} entries, one for every change above, chain {}",
+        audit.entries,
+        if audit.valid {
+            "valid"
+        } else {
+            "INVALID (this is a bug)"
+        }
+    ));
+    let health = wfstate::health::check(&store_path, &store)?;
+    let flagged: Vec<String> = health
+        .components
+        .iter()
+        .filter(|c| c.status != wfstate::health::Status::Ok)
+        .map(|c| format!("{} ({})", c.name, c.message))
+        .collect();
+    say(format!(
+        "9. health: {} — flags {} (the file damaged in step 5); `wfstate health --repair` would quarantine it",
+        serde_json::to_value(health.status)
+            .map_or("?".into(), |v| v.as_str().unwrap_or("?").to_string()),
+        flagged.join(", ")
+    ));
     say(format!(
         "The demo store is left at {} for you to inspect (delete it when done).",
         store_path.display()
