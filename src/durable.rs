@@ -37,9 +37,95 @@ pub fn syncs_so_far() -> u64 {
     SYNCS.load(Ordering::Relaxed)
 }
 
-fn sync(file: &File) -> io::Result<()> {
+// The system calls that change store files. Every one goes through one of
+// these functions: the single place where test builds record operations for
+// the crash simulator and inject faults (see `sim`).
+
+fn os_fsync(file: &File, path: &Path, is_dir: bool) -> io::Result<()> {
     SYNCS.fetch_add(1, Ordering::Relaxed);
-    file.sync_all()
+    #[cfg(test)]
+    sim::before(sim::Kind::Fsync)?;
+    file.sync_all()?;
+    #[cfg(test)]
+    sim::record(if is_dir {
+        sim::Op::FsyncDir(path.to_path_buf())
+    } else {
+        sim::Op::Fsync(path.to_path_buf())
+    });
+    let _ = (path, is_dir);
+    Ok(())
+}
+
+fn os_create_new(path: &Path) -> io::Result<File> {
+    let file = OpenOptions::new()
+        .write(true)
+        .create_new(true) // O_CREAT|O_EXCL: never reuse or follow an existing name
+        .custom_flags(no_follow())
+        .open(path)?;
+    #[cfg(test)]
+    sim::record(sim::Op::Create(path.to_path_buf()));
+    Ok(file)
+}
+
+fn os_write(file: &File, path: &Path, offset: u64, buf: &[u8]) -> io::Result<usize> {
+    #[cfg(test)]
+    let buf = match sim::before_write(buf.len())? {
+        Some(short) => &buf[..short],
+        None => buf,
+    };
+    let n = std::os::unix::fs::FileExt::write_at(file, buf, offset)?;
+    #[cfg(test)]
+    sim::record(sim::Op::Write {
+        path: path.to_path_buf(),
+        offset,
+        data: buf[..n].to_vec(),
+    });
+    let _ = path;
+    Ok(n)
+}
+
+fn os_rename(from: &Path, to: &Path) -> io::Result<()> {
+    #[cfg(test)]
+    sim::before(sim::Kind::Rename)?;
+    fs::rename(from, to)?;
+    #[cfg(test)]
+    sim::record(sim::Op::Rename {
+        from: from.to_path_buf(),
+        to: to.to_path_buf(),
+    });
+    Ok(())
+}
+
+fn os_unlink(path: &Path) -> io::Result<()> {
+    fs::remove_file(path)?;
+    #[cfg(test)]
+    sim::record(sim::Op::Unlink(path.to_path_buf()));
+    Ok(())
+}
+
+fn os_mkdir(path: &Path) -> io::Result<()> {
+    fs::create_dir(path)?;
+    #[cfg(test)]
+    sim::record(sim::Op::Mkdir(path.to_path_buf()));
+    Ok(())
+}
+
+/// Writes through `os_write` at increasing offsets (buffered above it).
+struct PositionedWriter<'a> {
+    file: &'a File,
+    path: &'a Path,
+    offset: u64,
+}
+
+impl Write for PositionedWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = os_write(self.file, self.path, self.offset, buf)?;
+        self.offset += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 fn no_follow() -> i32 {
@@ -55,14 +141,18 @@ pub fn replace_file(
 ) -> Result<()> {
     let dir = parent_of(target)?;
     let (tmp_path, file) = create_temp_beside(target)?;
-    let written = write_and_sync(file, write);
+    let written = write_and_sync(&file, &tmp_path, write);
     if let Err((op, source)) = written {
         discard_temp(&tmp_path);
         return Err(Error::io(op, &tmp_path, source));
     }
-    if let Err(source) = fs::rename(&tmp_path, target) {
+    if let Err(source) = os_rename(&tmp_path, target) {
         discard_temp(&tmp_path);
         return Err(Error::io("rename into place", target, source));
+    }
+    #[cfg(test)]
+    if sim::mutation_skips_dir_fsync() {
+        return Ok(()); // the seed system's bug, kept so the simulator can catch it
     }
     sync_dir(dir).map_err(|e| match e {
         Error::Io { path, source, .. } => Error::Io {
@@ -86,7 +176,7 @@ pub fn publish_file(
 ) -> Result<()> {
     let dir = parent_of(target)?;
     let (tmp_path, file) = create_temp_beside(target)?;
-    if let Err((op, source)) = write_and_sync(file, |w| w.write_all(bytes)) {
+    if let Err((op, source)) = write_and_sync(&file, &tmp_path, |w| w.write_all(bytes)) {
         discard_temp(&tmp_path);
         return Err(Error::io(op, &tmp_path, source));
     }
@@ -94,7 +184,7 @@ pub fn publish_file(
         discard_temp(&tmp_path);
         return Err(e);
     }
-    if let Err(source) = fs::rename(&tmp_path, target) {
+    if let Err(source) = os_rename(&tmp_path, target) {
         discard_temp(&tmp_path);
         return Err(Error::io("rename into place", target, source));
     }
@@ -105,14 +195,26 @@ pub fn publish_file(
 /// leave a torn tail (a prefix of `bytes`); readers of appended files must
 /// detect that (fixed-size records with check digits do).
 pub fn append(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut file = OpenOptions::new()
-        .append(true)
+    let file = OpenOptions::new()
+        .write(true)
         .custom_flags(no_follow())
         .open(path)
         .map_err(|e| Error::io("open for append", path, e))?;
-    file.write_all(bytes)
+    // Positioned writes at the current end: appenders are serialized by the
+    // caller's lock, and the offsets make each write explicit for `sim`.
+    let end = file
+        .metadata()
+        .map_err(|e| Error::io("stat", path, e))?
+        .len();
+    let mut writer = PositionedWriter {
+        file: &file,
+        path,
+        offset: end,
+    };
+    writer
+        .write_all(bytes)
         .map_err(|e| Error::io("append", path, e))?;
-    sync(&file).map_err(|e| Error::io("fsync", path, e))
+    os_fsync(&file, path, false).map_err(|e| Error::io("fsync", path, e))
 }
 
 /// Removes every file in `paths` (all in directory `dir`) and then makes the
@@ -121,7 +223,7 @@ pub fn append(path: &Path, bytes: &[u8]) -> Result<()> {
 pub fn remove_files(dir: &Path, paths: &[PathBuf]) -> Result<()> {
     for path in paths {
         debug_assert_eq!(path.parent(), Some(dir));
-        fs::remove_file(path).map_err(|e| Error::io("remove", path, e))?;
+        os_unlink(path).map_err(|e| Error::io("remove", path, e))?;
     }
     sync_dir(dir)
 }
@@ -132,15 +234,19 @@ pub fn replace_file_with_bytes(target: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 fn write_and_sync(
-    file: File,
+    file: &File,
+    path: &Path,
     write: impl FnOnce(&mut dyn Write) -> io::Result<()>,
 ) -> std::result::Result<(), (&'static str, io::Error)> {
-    let mut buffered = BufWriter::with_capacity(64 * 1024, file);
+    let writer = PositionedWriter {
+        file,
+        path,
+        offset: 0,
+    };
+    let mut buffered = BufWriter::with_capacity(64 * 1024, writer);
     write(&mut buffered).map_err(|e| ("write", e))?;
-    let file = buffered
-        .into_inner()
-        .map_err(|e| ("write", e.into_error()))?;
-    sync(&file).map_err(|e| ("fsync", e))
+    buffered.flush().map_err(|e| ("write", e))?;
+    os_fsync(file, path, false).map_err(|e| ("fsync", e))
 }
 
 fn create_temp_beside(target: &Path) -> Result<(PathBuf, File)> {
@@ -155,12 +261,7 @@ fn create_temp_beside(target: &Path) -> Result<(PathBuf, File)> {
             ".{file_name}{TEMP_MARKER}{}-{n}",
             std::process::id()
         ));
-        let opened = OpenOptions::new()
-            .write(true)
-            .create_new(true) // O_CREAT|O_EXCL: never reuse or follow an existing name
-            .custom_flags(no_follow())
-            .open(&tmp_path);
-        match opened {
+        match os_create_new(&tmp_path) {
             Ok(file) => return Ok((tmp_path, file)),
             // A leftover of an earlier process with the same pid: pick the next name.
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
@@ -172,7 +273,7 @@ fn create_temp_beside(target: &Path) -> Result<(PathBuf, File)> {
 fn discard_temp(tmp_path: &Path) {
     // Best effort: the operation already failed and that error is what the
     // caller must see. A temp file left behind is found by `health`.
-    let _ = fs::remove_file(tmp_path);
+    let _ = os_unlink(tmp_path);
 }
 
 fn parent_of(path: &Path) -> Result<&Path> {
@@ -185,14 +286,14 @@ fn parent_of(path: &Path) -> Result<&Path> {
 /// entries durable.
 pub fn sync_dir(dir: &Path) -> Result<()> {
     let handle = File::open(dir).map_err(|e| Error::io("open directory", dir, e))?;
-    sync(&handle).map_err(|e| Error::io("fsync directory", dir, e))
+    os_fsync(&handle, dir, true).map_err(|e| Error::io("fsync directory", dir, e))
 }
 
 /// Creates `dir` (one level) if it does not exist and makes its existence
 /// durable: fsync of the new directory and of its parent. An existing
 /// directory is accepted only if it is a real directory, not a symlink.
 pub fn create_dir(dir: &Path) -> Result<()> {
-    match fs::create_dir(dir) {
+    match os_mkdir(dir) {
         Ok(()) => {
             sync_dir(dir)?;
             sync_dir(parent_of(dir)?)
@@ -218,7 +319,7 @@ pub fn require_real_dir(dir: &Path) -> Result<()> {
 
 /// Removes `path` and makes the removal durable (fsync of its directory).
 pub fn remove_file(path: &Path) -> Result<()> {
-    fs::remove_file(path).map_err(|e| Error::io("remove", path, e))?;
+    os_unlink(path).map_err(|e| Error::io("remove", path, e))?;
     sync_dir(parent_of(path)?)
 }
 
@@ -227,7 +328,7 @@ pub fn remove_file(path: &Path) -> Result<()> {
 /// (a lock holder's record, which then reads as left by an exited holder):
 /// it saves a directory fsync on a hot path.
 pub fn remove_file_unsynced(path: &Path) -> Result<()> {
-    fs::remove_file(path).map_err(|e| Error::io("remove", path, e))
+    os_unlink(path).map_err(|e| Error::io("remove", path, e))
 }
 
 /// Moves `from` to `to` (same filesystem) durably: rename, then fsync of
@@ -243,7 +344,7 @@ pub fn move_file(from: &Path, to: &Path, base: &Path) -> Result<()> {
         dir.push(part);
         create_dir(&dir)?;
     }
-    fs::rename(from, to).map_err(|e| Error::io("move", from, e))?;
+    os_rename(from, to).map_err(|e| Error::io("move", from, e))?;
     sync_dir(to_dir)?;
     sync_dir(parent_of(from)?)
 }
@@ -346,6 +447,148 @@ fn describe_type(meta: &fs::Metadata) -> &'static str {
         "a device"
     } else {
         "a regular file"
+    }
+}
+
+/// Test-only recording and fault injection for the crash simulator
+/// (`crate::crashsim`). Per thread, so parallel tests do not mix traces.
+#[cfg(test)]
+pub(crate) mod sim {
+    use std::cell::{Cell, RefCell};
+    use std::io;
+    use std::path::PathBuf;
+
+    /// One persistence operation, as the crash model sees it.
+    #[derive(Debug, Clone, PartialEq)]
+    pub enum Op {
+        Create(PathBuf),
+        Write {
+            path: PathBuf,
+            offset: u64,
+            data: Vec<u8>,
+        },
+        Fsync(PathBuf),
+        FsyncDir(PathBuf),
+        Rename {
+            from: PathBuf,
+            to: PathBuf,
+        },
+        Unlink(PathBuf),
+        Mkdir(PathBuf),
+    }
+
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Kind {
+        Fsync,
+        Rename,
+    }
+
+    /// A fault to inject: the `nth` (0-based) operation of a kind fails.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Fault {
+        FsyncEio {
+            nth: usize,
+        },
+        RenameFails {
+            nth: usize,
+        },
+        WriteEnospc {
+            nth: usize,
+        },
+        /// The write returns half the bytes; the retry then gets ENOSPC.
+        WriteShortThenEnospc {
+            nth: usize,
+        },
+    }
+
+    thread_local! {
+        static TRACE: RefCell<Option<Vec<Op>>> = const { RefCell::new(None) };
+        static FAULT: Cell<Option<Fault>> = const { Cell::new(None) };
+        static SEEN: RefCell<[usize; 3]> = const { RefCell::new([0; 3]) };
+        static SHORT_DONE: Cell<bool> = const { Cell::new(false) };
+        static SKIP_DIR_FSYNC: Cell<bool> = const { Cell::new(false) };
+    }
+
+    pub fn start_trace() {
+        TRACE.with(|t| *t.borrow_mut() = Some(Vec::new()));
+    }
+
+    pub fn take_trace() -> Vec<Op> {
+        TRACE.with(|t| t.borrow_mut().take().unwrap_or_default())
+    }
+
+    pub fn record(op: Op) {
+        TRACE.with(|t| {
+            if let Some(trace) = t.borrow_mut().as_mut() {
+                trace.push(op);
+            }
+        });
+    }
+
+    pub fn inject(fault: Option<Fault>) {
+        FAULT.with(|f| f.set(fault));
+        SEEN.with(|s| *s.borrow_mut() = [0; 3]);
+        SHORT_DONE.with(|d| d.set(false));
+    }
+
+    /// Makes `replace_file` skip its final directory fsync on this thread:
+    /// the seed system's bug, for the test that the simulator catches it.
+    pub fn set_mutation_skip_dir_fsync(on: bool) {
+        SKIP_DIR_FSYNC.with(|m| m.set(on));
+    }
+
+    pub fn mutation_skips_dir_fsync() -> bool {
+        SKIP_DIR_FSYNC.with(|m| m.get())
+    }
+
+    fn count(slot: usize) -> usize {
+        SEEN.with(|s| {
+            let mut s = s.borrow_mut();
+            s[slot] += 1;
+            s[slot] - 1
+        })
+    }
+
+    pub fn before(kind: Kind) -> io::Result<()> {
+        let fault = FAULT.with(|f| f.get());
+        match kind {
+            Kind::Fsync => {
+                let n = count(0);
+                match fault {
+                    Some(Fault::FsyncEio { nth }) if n == nth => {
+                        Err(io::Error::from_raw_os_error(5))
+                    } // EIO
+                    _ => Ok(()),
+                }
+            }
+            Kind::Rename => {
+                let n = count(1);
+                match fault {
+                    Some(Fault::RenameFails { nth }) if n == nth => {
+                        Err(io::Error::from_raw_os_error(18))
+                    } // EXDEV
+                    _ => Ok(()),
+                }
+            }
+        }
+    }
+
+    /// `Some(n)`: write only `n` bytes this time.
+    pub fn before_write(len: usize) -> io::Result<Option<usize>> {
+        let fault = FAULT.with(|f| f.get());
+        let enospc = || io::Error::from_raw_os_error(28);
+        if SHORT_DONE.with(|d| d.replace(false)) {
+            return Err(enospc()); // the retry after a short write
+        }
+        let n = count(2);
+        match fault {
+            Some(Fault::WriteEnospc { nth }) if n == nth => Err(enospc()),
+            Some(Fault::WriteShortThenEnospc { nth }) if n == nth && len > 1 => {
+                SHORT_DONE.with(|d| d.set(true));
+                Ok(Some(len / 2))
+            }
+            _ => Ok(None),
+        }
     }
 }
 

@@ -195,12 +195,17 @@ impl Checker<'_> {
                     at = parents.get(&cur).cloned().flatten();
                 }
             }
-            // The index must list exactly the committed, readable checkpoints.
+            // Missing, torn or damaged indexes and records without files are
+            // what a crash can leave (readers rebuild or skip them): warnings.
+            // A readable checkpoint missing from its index cannot come from a
+            // crash under the creation protocol: an error.
             let index_path = dir.join("index");
             let index_problem = match IndexReader::open(&index_path)? {
                 Err(IndexProblem::Missing) if parents.is_empty() && corrupt == 0 => None,
-                Err(IndexProblem::Missing) => Some("index missing".to_string()),
-                Err(IndexProblem::Damaged(why)) => Some(format!("index damaged: {why}")),
+                Err(IndexProblem::Missing) => Some((Status::Warning, "index missing".to_string())),
+                Err(IndexProblem::Damaged(why)) => {
+                    Some((Status::Warning, format!("index damaged: {why}")))
+                }
                 Ok(mut reader) => {
                     reader.load()?;
                     let mut listed = HashSet::new();
@@ -222,16 +227,27 @@ impl Checker<'_> {
                         .filter(|id| !parents.contains_key(*id))
                         .count();
                     match (damaged, missing, extra) {
-                        (Some(why), _, _) => Some(format!("index damaged: {why}")),
+                        (Some(why), _, _) => {
+                            Some((Status::Warning, format!("index damaged: {why}")))
+                        }
                         (None, 0, 0) => None,
-                        (None, missing, extra) => Some(format!(
-                            "index disagrees with the files: {missing} checkpoint(s) not indexed, {extra} record(s) without a readable file"
+                        (None, 0, extra) => Some((
+                            Status::Warning,
+                            format!(
+                                "index lists {extra} checkpoint(s) without a readable file (an interrupted creation, or quarantined)"
+                            ),
+                        )),
+                        (None, missing, _) => Some((
+                            Status::Error,
+                            format!(
+                                "index disagrees with the files: {missing} readable checkpoint(s) not indexed"
+                            ),
                         )),
                     }
                 }
             };
-            if let Some(why) = index_problem {
-                problems.push((Status::Error, format!("{workflow}: {why}")));
+            if let Some((status, why)) = index_problem {
+                problems.push((status, format!("{workflow}: {why}")));
                 self.fixes.push(Fix::RebuildIndex {
                     workflow: workflow.clone(),
                     why,

@@ -10,6 +10,10 @@ pub mod audit;
 pub mod canonical;
 pub mod checkpoint;
 pub mod clock;
+#[cfg(test)]
+mod crash_tests;
+#[cfg(test)]
+mod crashsim;
 mod document;
 pub mod durable;
 mod error;
