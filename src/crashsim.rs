@@ -224,7 +224,7 @@ impl Prepared {
         let synced_until = self.last_fsync.get(&ino).copied().filter(|f| *f < k);
         self.writes.get(&ino).map_or(0, |w| {
             w.iter()
-                .filter(|(i, _, _)| *i < k && !synced_until.is_some_and(|f| *i < f))
+                .filter(|(i, _, _)| *i < k && synced_until.is_none_or(|f| *i >= f))
                 .map(|(_, _, d)| d.len())
                 .sum()
         })
