@@ -1,0 +1,143 @@
+//! Kill -9 torture: a process looping state updates, checkpoint creates and
+//! audit appends is SIGKILLed at random moments, again and again. After
+//! every kill the store must be healthy and the counter must be the last
+//! acknowledged value or one more.
+//!
+//! CI runs 300 kills. Longer: `WFSTATE_TEST_TORTURE_KILLS=3000 cargo test
+//! --release --test torture -- --nocapture`.
+
+mod common;
+
+use common::Rng;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+use wfstate::checkpoint::NewCheckpoint;
+use wfstate::health::Status;
+use wfstate::{Store, StoreOptions};
+
+/// Child side: loops forever, acknowledging each durable step on stdout.
+#[test]
+fn torture_child() {
+    let Ok(root) = std::env::var("WFSTATE_TEST_TORTURE_STORE") else {
+        return; // only does something when the torture test starts it
+    };
+    let store = Store::open(root.as_ref(), StoreOptions::default()).unwrap();
+    let mut out = std::io::stdout().lock();
+    let mut i = 0u64;
+    loop {
+        let doc = store
+            .update("counter", |d| {
+                let n = d["n"].as_u64().unwrap_or(0);
+                d["n"] = (n + 1).into();
+                Ok(())
+            })
+            .unwrap();
+        writeln!(out, "ACK {}", doc.data["n"]).unwrap();
+        out.flush().unwrap();
+        if i.is_multiple_of(3) {
+            store
+                .create_checkpoint(NewCheckpoint {
+                    workflow: "counter".into(),
+                    ..NewCheckpoint::default()
+                })
+                .unwrap();
+        }
+        if i.is_multiple_of(2) {
+            store
+                .audit()
+                .unwrap()
+                .append("torture", serde_json::json!({"i": i}))
+                .unwrap();
+        }
+        i += 1;
+    }
+}
+
+#[test]
+fn sigkill_at_random_moments_never_leaves_an_unhealthy_store() {
+    let kills: usize = std::env::var("WFSTATE_TEST_TORTURE_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300);
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join(".wfstate");
+    Store::init(&root, StoreOptions::default()).unwrap();
+    let mut rng = Rng::from_env_or_clock("WFSTATE_TEST_SEED");
+    let mut last_ack = 0u64;
+    let mut checks = 0;
+    for round in 0..kills {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "torture_child",
+                "--exact",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("WFSTATE_TEST_TORTURE_STORE", &root)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut acks = Vec::new();
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(at) = line.find("ACK ") {
+                    acks.push(line[at + 4..].trim().parse::<u64>().unwrap());
+                }
+            }
+            acks
+        });
+        std::thread::sleep(Duration::from_micros(1_000 + rng.below(25_000)));
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        let acks = reader.join().unwrap();
+        if let Some(&n) = acks.last() {
+            last_ack = n;
+        }
+
+        let store = Store::open(&root, StoreOptions::default()).unwrap();
+        let report = wfstate::health::check(&root, &store).unwrap();
+        let errors: Vec<_> = report
+            .components
+            .iter()
+            .filter(|c| c.status == Status::Error)
+            .map(|c| format!("{}: {}", c.name, c.message))
+            .collect();
+        assert!(
+            errors.is_empty(),
+            "round {round}: health errors after SIGKILL: {errors:?}"
+        );
+        match store.load("counter") {
+            Ok(doc) => {
+                let n = doc.data["n"].as_u64().unwrap();
+                assert!(
+                    n == last_ack || n == last_ack + 1,
+                    "round {round}: counter {n} after last ack {last_ack}"
+                );
+                last_ack = n;
+            }
+            Err(wfstate::Error::NotFound { .. }) => {
+                assert_eq!(last_ack, 0, "round {round}: acknowledged state lost")
+            }
+            Err(e) => panic!("round {round}: {e}"),
+        }
+        checks += 1;
+    }
+    let store = Store::open(&root, StoreOptions::default()).unwrap();
+    let checkpoints = store.checkpoints().unwrap();
+    let latest = checkpoints.latest("counter").unwrap();
+    let chain = latest.map(|cp| checkpoints.chain(&cp.id, 1_000_000).unwrap());
+    eprintln!(
+        "torture: {kills} SIGKILLs, {checks} recoveries checked, counter reached {last_ack}, {} checkpoints in one lineage, {} audit entries",
+        chain.as_ref().map_or(0, |c| c.links.len()),
+        store.audit().unwrap().read(None, None).unwrap().len()
+    );
+    assert!(
+        chain.is_some_and(|c| c.stopped.is_none()),
+        "the checkpoint lineage is unbroken"
+    );
+    assert!(last_ack > kills as u64 / 4, "the loop made progress");
+}
