@@ -320,106 +320,20 @@ impl AuditLog {
     /// the previous entry's hash, `alg` matches the mode, and `hash`
     /// recomputes. Reports the first bad line.
     pub fn verify(&self) -> Result<VerifyReport> {
-        let mut report = VerifyReport {
-            entries: 0,
-            valid: true,
-            first_bad: None,
-            torn_tail: None,
-            keyed: self.key.is_some(),
-        };
         let Some(file) = self.open()? else {
-            return Ok(report);
+            return Ok(VerifyReport {
+                entries: 0,
+                valid: true,
+                first_bad: None,
+                torn_tail: None,
+                keyed: self.key.is_some(),
+            });
         };
-        let mut reader = BufReader::with_capacity(256 * 1024, file);
-        let mut prev_hash = GENESIS_HASH.to_string();
-        let mut expected_seq = 1;
-        let mut line_no = 0;
-        let mut line = Vec::new();
-        let expected_alg = if self.key.is_some() {
-            ALG_KEYED
-        } else {
-            ALG_PLAIN
-        };
-        loop {
-            line.clear();
-            let n = reader
-                .read_until(b'\n', &mut line)
-                .map_err(|e| Error::io("read", &self.path, e))?;
-            if n == 0 {
-                break;
-            }
-            line_no += 1;
-            let complete = line.last() == Some(&b'\n');
-            let text = if complete {
-                &line[..line.len() - 1]
-            } else {
-                &line[..]
-            };
-            if text.is_empty() {
-                continue;
-            }
-            let mut bad = |reason: String| {
-                if report.first_bad.is_none() {
-                    report.first_bad = Some(BadLine {
-                        line: line_no,
-                        reason,
-                    });
-                }
-                report.valid = false;
-            };
-            let body: Map<String, Value> = match serde_json::from_slice(text) {
-                Ok(Value::Object(m)) => m,
-                _ => {
-                    if !complete {
-                        report.torn_tail = Some(line_no);
-                        bad("torn final line (a crash during an append); `wfstate health --repair` moves it aside".into());
-                    } else {
-                        bad("not a JSON object (damaged or torn line)".into());
-                    }
-                    continue;
-                }
-            };
-            report.entries += 1;
-            let entry: AuditEntry = match serde_json::from_value(Value::Object(body.clone())) {
-                Ok(e) => e,
-                Err(e) => {
-                    bad(format!("entry fields are malformed: {e}"));
-                    continue;
-                }
-            };
-            if entry.alg != expected_alg {
-                bad(match self.key {
-                    Some(_) => format!(
-                        "entry uses {:?}, but the log is keyed: not written with the key",
-                        entry.alg
-                    ),
-                    None => format!(
-                        "entry uses {:?}; set WFSTATE_AUDIT_KEY_FILE to verify it",
-                        entry.alg
-                    ),
-                });
-            } else if entry.seq != expected_seq {
-                bad(format!(
-                    "seq is {}, expected {expected_seq} (an entry was removed, inserted or reordered)",
-                    entry.seq
-                ));
-            } else if entry.prev_hash != prev_hash {
-                bad(
-                    "prev_hash does not match the previous entry's hash (the chain is broken here)"
-                        .into(),
-                );
-            } else {
-                let computed = hash_entry(self.key.as_deref(), &prev_hash, &body);
-                if !constant_time_eq(computed.as_bytes(), entry.hash.as_bytes()) {
-                    bad("hash does not match the entry's content (the entry was edited)".into());
-                }
-            }
-            // Continue the chain from what the entry says, so one bad entry
-            // is reported once rather than breaking every later line.
-            prev_hash = entry.hash;
-            expected_seq = entry.seq + 1;
-        }
-        Ok(report)
+        verify_reader(
+            BufReader::with_capacity(256 * 1024, file),
+            self.key.as_deref(),
+        )
+        .map_err(|e| Error::io("read", &self.path, e))
     }
 
     /// Entries, oldest first, optionally only of one event, the newest
@@ -444,6 +358,103 @@ impl AuditLog {
         }
         Ok(entries.into())
     }
+}
+
+/// Verifies a log read from any reader (the file, or bytes when fuzzing);
+/// see [`AuditLog::verify`]. `key` selects the keyed mode.
+pub fn verify_reader(
+    mut reader: impl BufRead,
+    key: Option<&[u8]>,
+) -> std::io::Result<VerifyReport> {
+    let mut report = VerifyReport {
+        entries: 0,
+        valid: true,
+        first_bad: None,
+        torn_tail: None,
+        keyed: key.is_some(),
+    };
+    let mut prev_hash = GENESIS_HASH.to_string();
+    let mut expected_seq = 1;
+    let mut line_no = 0;
+    let mut line = Vec::new();
+    let expected_alg = if key.is_some() { ALG_KEYED } else { ALG_PLAIN };
+    loop {
+        line.clear();
+        if reader.read_until(b'\n', &mut line)? == 0 {
+            break;
+        }
+        line_no += 1;
+        let complete = line.last() == Some(&b'\n');
+        let text = if complete {
+            &line[..line.len() - 1]
+        } else {
+            &line[..]
+        };
+        if text.is_empty() {
+            continue;
+        }
+        let mut bad = |reason: String| {
+            if report.first_bad.is_none() {
+                report.first_bad = Some(BadLine {
+                    line: line_no,
+                    reason,
+                });
+            }
+            report.valid = false;
+        };
+        let body: Map<String, Value> = match serde_json::from_slice(text) {
+            Ok(Value::Object(m)) => m,
+            _ => {
+                if !complete {
+                    report.torn_tail = Some(line_no);
+                    bad("torn final line (a crash during an append); `wfstate health --repair` moves it aside".into());
+                } else {
+                    bad("not a JSON object (damaged or torn line)".into());
+                }
+                continue;
+            }
+        };
+        report.entries += 1;
+        let entry: AuditEntry = match serde_json::from_value(Value::Object(body.clone())) {
+            Ok(e) => e,
+            Err(e) => {
+                bad(format!("entry fields are malformed: {e}"));
+                continue;
+            }
+        };
+        if entry.alg != expected_alg {
+            bad(match key {
+                Some(_) => format!(
+                    "entry uses {:?}, but the log is keyed: not written with the key",
+                    entry.alg
+                ),
+                None => format!(
+                    "entry uses {:?}; set WFSTATE_AUDIT_KEY_FILE to verify it",
+                    entry.alg
+                ),
+            });
+        } else if entry.seq != expected_seq {
+            bad(format!(
+                "seq is {}, expected {expected_seq} (an entry was removed, inserted or reordered)",
+                entry.seq
+            ));
+        } else if entry.prev_hash != prev_hash {
+            bad(
+                "prev_hash does not match the previous entry's hash (the chain is broken here)"
+                    .into(),
+            );
+        } else {
+            let computed = hash_entry(key, &prev_hash, &body);
+            if !constant_time_eq(computed.as_bytes(), entry.hash.as_bytes()) {
+                bad("hash does not match the entry's content (the entry was edited)".into());
+            }
+        }
+        // Continue the chain from what the entry says, so one bad entry is
+        // reported once rather than breaking every later line.
+        prev_hash = entry.hash;
+        expected_seq = entry.seq.saturating_add(1);
+    }
+    Ok(report)
 }
 
 #[cfg(test)]

@@ -148,11 +148,11 @@ pub struct LegacyState {
     pub verdict: std::result::Result<(), String>,
 }
 
-fn read_json(path: &Path) -> Result<std::result::Result<Value, String>> {
+/// A legacy file's bytes, or why they are unusable (symlink, too large);
+/// a missing file or an I/O failure is an error.
+fn read_bytes(path: &Path) -> Result<std::result::Result<Vec<u8>, String>> {
     match durable::read_file(path, LEGACY_FILE_LIMIT) {
-        Ok(ReadOutcome::Found(bytes)) => {
-            Ok(serde_json::from_slice(&bytes).map_err(|e| format!("not valid JSON ({e})")))
-        }
+        Ok(ReadOutcome::Found(bytes)) => Ok(Ok(bytes)),
         Ok(ReadOutcome::Missing) => Err(Error::NotFound {
             what: "legacy file".into(),
             path: Some(path.to_path_buf()),
@@ -169,6 +169,15 @@ fn read_json(path: &Path) -> Result<std::result::Result<Value, String>> {
 /// start with "3." (missing means "1.0"), and `_checksum` must equal the
 /// first 32 hex digits of SHA-256 over the sorted dump of the other fields.
 pub fn read_state(path: &Path) -> Result<LegacyState> {
+    Ok(parse_state(read_bytes(path)?, path))
+}
+
+fn parse_json(bytes: std::result::Result<Vec<u8>, String>) -> std::result::Result<Value, String> {
+    serde_json::from_slice(&bytes?).map_err(|e| format!("not valid JSON ({e})"))
+}
+
+/// [`read_state`] on bytes already read (or the reason they could not be).
+pub fn parse_state(bytes: std::result::Result<Vec<u8>, String>, path: &Path) -> LegacyState {
     let mut state = LegacyState {
         path: path.to_path_buf(),
         data: Map::new(),
@@ -178,15 +187,15 @@ pub fn read_state(path: &Path) -> Result<LegacyState> {
         updated_at: None,
         verdict: Ok(()),
     };
-    let mut object = match read_json(path)? {
+    let mut object = match parse_json(bytes) {
         Ok(Value::Object(m)) => m,
         Ok(_) => {
             state.verdict = Err("not a JSON object".into());
-            return Ok(state);
+            return state;
         }
         Err(why) => {
             state.verdict = Err(why);
-            return Ok(state);
+            return state;
         }
     };
     state.version = object
@@ -222,7 +231,7 @@ pub fn read_state(path: &Path) -> Result<LegacyState> {
         }
     };
     state.data = object;
-    Ok(state)
+    state
 }
 
 /// A legacy checkpoint file.
@@ -246,10 +255,18 @@ pub struct LegacyCheckpoint {
 /// checkpoint (legacy checkpoints carry no checksum, so form is all there is
 /// to check).
 pub fn read_checkpoint(path: &Path) -> Result<std::result::Result<LegacyCheckpoint, String>> {
-    let object = match read_json(path)? {
+    Ok(parse_checkpoint(read_bytes(path)?, path))
+}
+
+/// [`read_checkpoint`] on bytes already read (or the reason they could not be).
+pub fn parse_checkpoint(
+    bytes: std::result::Result<Vec<u8>, String>,
+    path: &Path,
+) -> std::result::Result<LegacyCheckpoint, String> {
+    let object = match parse_json(bytes) {
         Ok(Value::Object(m)) => m,
-        Ok(_) => return Ok(Err("not a JSON object".into())),
-        Err(why) => return Ok(Err(why)),
+        Ok(_) => return Err("not a JSON object".into()),
+        Err(why) => return Err(why),
     };
     let text = |k: &str| object.get(k).and_then(Value::as_str).map(String::from);
     let list = |k: &str| -> std::result::Result<Vec<String>, String> {
@@ -267,29 +284,27 @@ pub fn read_checkpoint(path: &Path) -> Result<std::result::Result<LegacyCheckpoi
         }
     };
     let Some(id) = text("checkpoint_id") else {
-        return Ok(Err("no checkpoint_id".into()));
+        return Err("no checkpoint_id".into());
     };
     let stem = path
         .file_stem()
         .and_then(|s| s.to_str())
         .unwrap_or_default();
     if stem != id {
-        return Ok(Err(format!(
-            "checkpoint_id {id:?} does not match the file name"
-        )));
+        return Err(format!("checkpoint_id {id:?} does not match the file name"));
     }
     let (Some(workflow_id), Some(timestamp)) = (text("workflow_id"), text("timestamp")) else {
-        return Ok(Err("workflow_id or timestamp missing".into()));
+        return Err("workflow_id or timestamp missing".into());
     };
     let key_decisions = match list("key_decisions") {
         Ok(l) => l,
-        Err(e) => return Ok(Err(e)),
+        Err(e) => return Err(e),
     };
     let file_manifest = match list("file_manifest") {
         Ok(l) => l,
-        Err(e) => return Ok(Err(e)),
+        Err(e) => return Err(e),
     };
-    Ok(Ok(LegacyCheckpoint {
+    Ok(LegacyCheckpoint {
         path: path.to_path_buf(),
         id,
         workflow_id,
@@ -305,7 +320,7 @@ pub fn read_checkpoint(path: &Path) -> Result<std::result::Result<LegacyCheckpoi
             .filter(|v| !v.is_null())
             .cloned(),
         parent: text("parent_checkpoint_id"),
-    }))
+    })
 }
 
 /// A legacy audit log, verified with the seed system's chain rule.
@@ -332,7 +347,12 @@ pub fn read_audit(path: &Path) -> Result<LegacyAudit> {
             });
         }
     };
-    let text = String::from_utf8_lossy(&bytes);
+    Ok(parse_audit(&bytes, path))
+}
+
+/// [`read_audit`] on bytes already read.
+pub fn parse_audit(bytes: &[u8], path: &Path) -> LegacyAudit {
+    let text = String::from_utf8_lossy(bytes);
     let mut audit = LegacyAudit {
         path: path.to_path_buf(),
         entries: Vec::new(),
@@ -374,7 +394,7 @@ pub fn read_audit(path: &Path) -> Result<LegacyAudit> {
         previous = hash.map(String::from);
         audit.entries.push((line_no, entry));
     }
-    Ok(audit)
+    audit
 }
 
 /// Where a legacy project keeps its files.

@@ -4,8 +4,8 @@
 
 mod common;
 
-use common::{Rng, Scratch, code, ok, stdout_json, text};
-use serde_json::{Map, Value, json};
+use common::{Rng, Scratch, code, ok, random_value, stdout_json, text};
+use serde_json::Value;
 use std::path::{Path, PathBuf};
 
 fn fixtures() -> PathBuf {
@@ -268,78 +268,12 @@ fn a_folder_without_legacy_files_is_an_error() {
     assert!(text(&out.stderr).contains(".orchestrator"));
 }
 
-fn random_string(rng: &mut Rng) -> String {
-    const POOL: [char; 20] = [
-        'a',
-        'Z',
-        '0',
-        ' ',
-        '"',
-        '\\',
-        '/',
-        '\n',
-        '\t',
-        '\u{1}',
-        '\u{1f}',
-        '\u{7f}',
-        'é',
-        'ß',
-        '✓',
-        '中',
-        '\u{fffd}',
-        '\u{1f680}',
-        '\u{10ffff}',
-        '\u{2028}',
-    ];
-    (0..rng.below(12))
-        .map(|_| POOL[rng.below(POOL.len() as u64) as usize])
-        .collect()
-}
-
-fn random_float(rng: &mut Rng) -> f64 {
-    // Around Python's repr switch points, and anywhere at all.
-    let near: [f64; 6] = [1e-4, 1e16, 1e-5, 1e15, 0.1, 1.0];
-    let f = match rng.below(3) {
-        0 => {
-            near[rng.below(near.len() as u64) as usize]
-                * (1.0 + (rng.below(2001) as f64 - 1000.0) * 1e-12)
-        }
-        1 => f64::from_bits(rng.below(u64::MAX)),
-        _ => (rng.below(1 << 40) as f64) / (1u64 << rng.below(60)) as f64,
-    };
-    if f.is_finite() {
-        if rng.below(2) == 0 { f } else { -f }
-    } else {
-        1.5
-    }
-}
-
-fn random_value(rng: &mut Rng, depth: u32) -> Value {
-    match rng.below(if depth > 3 { 5 } else { 7 }) {
-        0 => Value::Null,
-        1 => Value::Bool(rng.below(2) == 0),
-        2 => json!(rng.below(u64::MAX) as i64),
-        3 => json!(random_float(rng)),
-        4 => Value::String(random_string(rng)),
-        5 => Value::Array(
-            (0..rng.below(4))
-                .map(|_| random_value(rng, depth + 1))
-                .collect(),
-        ),
-        _ => {
-            let mut m = Map::new();
-            for _ in 0..rng.below(4) {
-                m.insert(random_string(rng), random_value(rng, depth + 1));
-            }
-            Value::Object(m)
-        }
-    }
-}
-
 #[test]
 fn the_python_compatible_serializer_matches_python_on_generated_values() {
     let mut rng = Rng::from_env_or_clock("WFSTATE_TEST_SEED");
-    let values: Vec<Value> = (0..2000).map(|_| random_value(&mut rng, 0)).collect();
+    let values: Vec<Value> = (0..2000)
+        .map(|_| random_value(&mut rng, 0, u64::MAX))
+        .collect();
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("values.jsonl");
     let lines: Vec<String> = values.iter().map(Value::to_string).collect();

@@ -122,3 +122,83 @@ impl Rng {
         self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n
     }
 }
+
+/// Random JSON values for property tests against other implementations:
+/// non-ASCII, astral and control characters, DEL, U+2028, nested objects,
+/// and floats near the formatting switch points or anywhere at all.
+/// `max_int` bounds integers (2^53 for comparisons with JavaScript).
+pub fn random_value(rng: &mut Rng, depth: u32, max_int: u64) -> serde_json::Value {
+    use serde_json::{Map, Value, json};
+    match rng.below(if depth > 3 { 5 } else { 7 }) {
+        0 => Value::Null,
+        1 => Value::Bool(rng.below(2) == 0),
+        2 => {
+            let n = rng.below(max_int) as i64;
+            json!(if rng.below(2) == 0 { n } else { -n })
+        }
+        3 => json!(random_float(rng)),
+        4 => Value::String(random_string(rng)),
+        5 => Value::Array(
+            (0..rng.below(4))
+                .map(|_| random_value(rng, depth + 1, max_int))
+                .collect(),
+        ),
+        _ => {
+            let mut m = Map::new();
+            for _ in 0..rng.below(4) {
+                m.insert(random_string(rng), random_value(rng, depth + 1, max_int));
+            }
+            Value::Object(m)
+        }
+    }
+}
+
+pub fn random_string(rng: &mut Rng) -> String {
+    const POOL: [char; 21] = [
+        'a',
+        'Z',
+        '0',
+        ' ',
+        '"',
+        '\\',
+        '/',
+        '\n',
+        '\t',
+        '\u{1}',
+        '\u{1f}',
+        '\u{7f}',
+        'é',
+        'ß',
+        '✓',
+        '中',
+        '\u{fffd}',
+        '\u{fb01}',
+        '\u{1f680}',
+        '\u{10ffff}',
+        '\u{2028}',
+    ];
+    (0..rng.below(12))
+        .map(|_| POOL[rng.below(POOL.len() as u64) as usize])
+        .collect()
+}
+
+/// Floats around the switch points of Python's repr (1e-4, 1e16) and
+/// ECMAScript's Number::toString (1e-7, 1e21), exact ties, and random bits.
+pub fn random_float(rng: &mut Rng) -> f64 {
+    let near: [f64; 8] = [1e-4, 1e16, 1e-5, 1e15, 1e-7, 1e21, 0.1, 1.0];
+    let f = match rng.below(3) {
+        0 => {
+            near[rng.below(near.len() as u64) as usize]
+                * (1.0 + (rng.below(2001) as f64 - 1000.0) * 1e-12)
+        }
+        1 => f64::from_bits(rng.below(u64::MAX)),
+        _ => (rng.below(1 << 40) as f64) / (1u64 << rng.below(60)) as f64,
+    };
+    if !f.is_finite() {
+        1.5
+    } else if rng.below(2) == 0 {
+        f
+    } else {
+        -f
+    }
+}
