@@ -168,6 +168,34 @@ impl FileBackend {
 }
 
 impl FileBackend {
+    /// Saves under the workflow's lock, checking the expected generation
+    /// against the one read under that lock, then audits the change.
+    fn locked_save(
+        &self,
+        workflow: &str,
+        data: Value,
+        origin: Option<Value>,
+        expected_generation: Option<u64>,
+        event: &str,
+        audit_data: Value,
+    ) -> Result<StateDoc> {
+        let _guard = self.lock_workflow(workflow)?;
+        // A corrupt current state stops the save: overwriting it would
+        // silently destroy the evidence and whatever could be recovered.
+        let current = self.load(workflow)?.map_or(0, |d| d.generation);
+        if let Some(expected) = expected_generation
+            && expected != current
+        {
+            return Err(Error::Conflict {
+                workflow: workflow.to_string(),
+                expected,
+                actual: current,
+            });
+        }
+        let doc = self.write_next(workflow, current, origin, data)?;
+        self.audited(doc, event, audit_data)
+    }
+
     /// Appends the audit entry for a state change just written, still under
     /// the workflow's lock so the log orders a workflow's generations as
     /// they happened. The change is durable already; if the append fails the
@@ -220,24 +248,14 @@ impl Backend for FileBackend {
         data: Value,
         expected_generation: Option<u64>,
     ) -> Result<StateDoc> {
-        let _guard = self.lock_workflow(workflow)?;
-        // A corrupt current state stops the save: overwriting it would
-        // silently destroy the evidence and whatever could be recovered.
-        let current = self.load(workflow)?.map_or(0, |d| d.generation);
-        if let Some(expected) = expected_generation
-            && expected != current
-        {
-            return Err(Error::Conflict {
-                workflow: workflow.to_string(),
-                expected,
-                actual: current,
-            });
-        }
-        let doc = self.write_next(workflow, current, None, data)?;
-        self.audited(
-            doc,
+        let audit_data = serde_json::json!({"expected_generation": expected_generation});
+        self.locked_save(
+            workflow,
+            data,
+            None,
+            expected_generation,
             "state_save",
-            serde_json::json!({"expected_generation": expected_generation}),
+            audit_data,
         )
     }
 
@@ -249,21 +267,15 @@ impl Backend for FileBackend {
         event: &str,
         expected_generation: Option<u64>,
     ) -> Result<StateDoc> {
-        let _guard = self.lock_workflow(workflow)?;
-        // As with save: a corrupt current state stops the write.
-        let current = self.load(workflow)?.map_or(0, |d| d.generation);
-        if let Some(expected) = expected_generation
-            && expected != current
-        {
-            return Err(Error::Conflict {
-                workflow: workflow.to_string(),
-                expected,
-                actual: current,
-            });
-        }
         let audit_data = serde_json::json!({"origin": origin.clone()});
-        let doc = self.write_next(workflow, current, Some(origin), data)?;
-        self.audited(doc, event, audit_data)
+        self.locked_save(
+            workflow,
+            data,
+            Some(origin),
+            expected_generation,
+            event,
+            audit_data,
+        )
     }
 
     fn checkpoints(&self) -> Option<&dyn CheckpointBackend> {

@@ -296,14 +296,8 @@ pub fn parse_checkpoint(
     let (Some(workflow_id), Some(timestamp)) = (text("workflow_id"), text("timestamp")) else {
         return Err("workflow_id or timestamp missing".into());
     };
-    let key_decisions = match list("key_decisions") {
-        Ok(l) => l,
-        Err(e) => return Err(e),
-    };
-    let file_manifest = match list("file_manifest") {
-        Ok(l) => l,
-        Err(e) => return Err(e),
-    };
+    let key_decisions = list("key_decisions")?;
+    let file_manifest = list("file_manifest")?;
     Ok(LegacyCheckpoint {
         path: path.to_path_buf(),
         id,

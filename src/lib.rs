@@ -18,6 +18,8 @@ mod document;
 pub mod durable;
 mod error;
 pub mod file_store;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod health;
 pub mod id;
 pub mod import;

@@ -2,9 +2,8 @@
 
 mod common;
 
-use common::{Scratch, code, ok, read, stdout_json, text};
+use common::{Scratch, all_files, code, ok, read, stdout_json, text};
 use serde_json::Value;
-use std::path::{Path, PathBuf};
 
 fn health(s: &Scratch, repair: bool) -> (i32, Value) {
     let mut args = vec!["--json", "health"];
@@ -22,23 +21,6 @@ fn component<'a>(report: &'a Value, name: &str) -> &'a Value {
         .iter()
         .find(|c| c["name"] == name)
         .unwrap()
-}
-
-fn all_files(root: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push((p.clone(), std::fs::read(&p).unwrap()));
-            }
-        }
-    }
-    out.sort();
-    out
 }
 
 #[test]

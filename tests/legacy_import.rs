@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Rng, Scratch, code, ok, random_value, stdout_json, text};
+use common::{Rng, Scratch, all_files, code, ok, random_value, stdout_json, text};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
@@ -229,23 +229,7 @@ fn tampered_files_are_reported_and_imported_only_when_accepted() {
 fn a_dry_run_writes_nothing() {
     let (_, dir, _) = cases().remove(0);
     let s = Scratch::new();
-    let snapshot = |root: &Path| {
-        let mut files = Vec::new();
-        let mut stack = vec![root.to_path_buf()];
-        while let Some(d) = stack.pop() {
-            for e in std::fs::read_dir(&d).unwrap() {
-                let p = e.unwrap().path();
-                if p.is_dir() {
-                    stack.push(p);
-                } else {
-                    files.push((p.clone(), std::fs::read(&p).unwrap()));
-                }
-            }
-        }
-        files.sort();
-        files
-    };
-    let before = snapshot(&s.store);
+    let before = all_files(&s.store);
     let (exit, report, _) = import(&s, &dir, &["--dry-run"]);
     assert_eq!(exit, 0);
     assert_eq!(report["state"]["action"], "would import");
@@ -256,7 +240,7 @@ fn a_dry_run_writes_nothing() {
             .iter()
             .all(|c| c["action"] == "would import")
     );
-    assert_eq!(snapshot(&s.store), before);
+    assert_eq!(all_files(&s.store), before);
 }
 
 #[test]

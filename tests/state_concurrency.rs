@@ -4,8 +4,8 @@
 mod common;
 
 use common::{Rng, Scratch, code, ok, stdout_json, text};
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+
+use std::process::Command;
 use std::time::Duration;
 use wfstate::{Store, StoreOptions};
 
@@ -66,31 +66,8 @@ fn sigkill_during_saves_leaves_the_acknowledged_generation_or_the_next() {
     let mut rng = Rng::from_env_or_clock("WFSTATE_TEST_SEED");
     let mut last_ack = 0u64;
     for round in 0..50 {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "save_loop_child",
-                "--exact",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env("WFSTATE_TEST_SAVE_LOOP", &s.store)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let reader = std::thread::spawn(move || {
-            let mut acks = Vec::new();
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                // libtest prints "test save_loop_child ... " without a
-                // newline first, so the marker can sit mid-line.
-                if let Some(at) = line.find("ACK ") {
-                    acks.push(line[at + 4..].trim().parse::<u64>().unwrap());
-                }
-            }
-            acks
-        });
+        let (mut child, reader) =
+            common::spawn_acking_child("save_loop_child", ("WFSTATE_TEST_SAVE_LOOP", &s.store));
         // Kill somewhere between start-up and a few dozen saves in.
         std::thread::sleep(Duration::from_micros(2_000 + rng.below(40_000)));
         child.kill().unwrap(); // SIGKILL

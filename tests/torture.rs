@@ -9,8 +9,7 @@
 mod common;
 
 use common::Rng;
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
+use std::io::Write;
 use std::time::Duration;
 use wfstate::checkpoint::NewCheckpoint;
 use wfstate::health::Status;
@@ -67,29 +66,8 @@ fn sigkill_at_random_moments_never_leaves_an_unhealthy_store() {
     let mut last_ack = 0u64;
     let mut checks = 0;
     for round in 0..kills {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "torture_child",
-                "--exact",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env("WFSTATE_TEST_TORTURE_STORE", &root)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let reader = std::thread::spawn(move || {
-            let mut acks = Vec::new();
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Some(at) = line.find("ACK ") {
-                    acks.push(line[at + 4..].trim().parse::<u64>().unwrap());
-                }
-            }
-            acks
-        });
+        let (mut child, reader) =
+            common::spawn_acking_child("torture_child", ("WFSTATE_TEST_TORTURE_STORE", &root));
         std::thread::sleep(Duration::from_micros(1_000 + rng.below(25_000)));
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();

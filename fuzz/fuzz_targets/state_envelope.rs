@@ -1,7 +1,6 @@
+//! Any bytes as a state file (see wfstate::fuzzing::state_envelope).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| {
-    // fuzzed code goes here
-});
+fuzz_target!(|data: &[u8]| wfstate::fuzzing::state_envelope(data));

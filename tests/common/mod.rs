@@ -202,3 +202,51 @@ pub fn random_float(rng: &mut Rng) -> f64 {
         -f
     }
 }
+
+/// Every file under `root` with its bytes, sorted by path.
+pub fn all_files(root: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push((p.clone(), std::fs::read(&p).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Starts this test binary again running only `child_test` (with `env`
+/// set), and collects the numbers it prints as `ACK <n>` lines until it
+/// dies. libtest prints "test name ... " without a newline first, so the
+/// marker may sit mid-line.
+pub fn spawn_acking_child(
+    child_test: &str,
+    env: (&str, &Path),
+) -> (std::process::Child, std::thread::JoinHandle<Vec<u64>>) {
+    use std::io::BufRead;
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([child_test, "--exact", "--nocapture", "--test-threads=1"])
+        .env(env.0, env.1)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut acks = Vec::new();
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Some(at) = line.find("ACK ") {
+                acks.push(line[at + 4..].trim().parse::<u64>().unwrap());
+            }
+        }
+        acks
+    });
+    (child, reader)
+}
