@@ -488,6 +488,38 @@ mod tests {
     }
 
     #[test]
+    fn entries_larger_than_the_tail_read_chunk_still_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let audit = log(dir.path(), None);
+        let big = "x".repeat(200 * 1024); // over three 64 KiB chunks
+        audit.append("big", json!({"blob": big})).unwrap();
+        let next = audit.append("after", json!({})).unwrap();
+        assert_eq!(next.seq, 2);
+        assert!(audit.verify().unwrap().valid);
+    }
+
+    #[test]
+    fn a_zero_filled_tail_from_a_crash_does_not_break_later_appends() {
+        let dir = tempfile::tempdir().unwrap();
+        let audit = log(dir.path(), None);
+        audit.append("a", json!(1)).unwrap();
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(audit.path())
+            .unwrap();
+        std::io::Write::write_all(&mut f, &[0u8; 300]).unwrap();
+        let e = audit.append("b", json!(2)).unwrap();
+        assert_eq!(e.seq, 2);
+        let report = audit.verify().unwrap();
+        assert_eq!(report.entries, 2);
+        assert_eq!(
+            report.first_bad.unwrap().line,
+            2,
+            "the zeros are reported as one bad line"
+        );
+    }
+
+    #[test]
     fn secret_paths_are_redacted_at_any_depth() {
         let mut v = json!({"a": "/home/u/.ssh/id_rsa", "b": ["C:\\\\creds\\\\password.txt", "plain token"],
                            "c": {"d": "config/.env"}, "e": "src/main.rs"});

@@ -127,6 +127,29 @@ fn run(config: &Config) -> Map<String, Value> {
         (4 * per_proc) as f64 / started.elapsed().as_secs_f64(),
     );
 
+    eprintln!("sqlite");
+    let sqlite = sqlite_updates_per_s(&dir, n);
+    put("sqlite_update_per_s", sqlite);
+    put(
+        "update_vs_sqlite",
+        n as f64 / elapsed.as_secs_f64() / sqlite,
+    );
+
+    eprintln!("audit");
+    audit_figures(&dir, config.quick, &mut put);
+
+    eprintln!("10 MiB state");
+    let out = spawn_worker(&["save10", path_str(&dir.join("big-store"))])
+        .wait_with_output()
+        .unwrap();
+    assert!(out.status.success(), "save10 worker failed");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    put("state_10mib_save_ms", report["save_ms"].as_f64().unwrap());
+    put(
+        "state_10mib_peak_rss_mib",
+        report["peak_rss_mib"].as_f64().unwrap(),
+    );
+
     eprintln!("locks");
     let locks = LockManager::open(store_path.join("locks")).unwrap();
     for (key, recording) in [
@@ -300,6 +323,97 @@ fn checkpoint_figures(dir: &Path, quick: bool, put: &mut impl FnMut(&str, f64)) 
     put("chain10k_ms", median(&chain_times) / 1000.0);
 }
 
+/// The same locked read-modify-write of a ~1 KiB JSON document in SQLite:
+/// WAL journal, synchronous=FULL, one IMMEDIATE transaction per update.
+fn sqlite_updates_per_s(dir: &Path, n: usize) -> f64 {
+    let path = dir.join("baseline.sqlite");
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+    conn.pragma_update(None, "synchronous", "FULL").unwrap();
+    conn.execute_batch(
+        "CREATE TABLE state (workflow TEXT PRIMARY KEY, generation INTEGER, data TEXT)",
+    )
+    .unwrap();
+    let initial = json!({"n": 0, "pad": "x".repeat(1000)}).to_string();
+    conn.execute("INSERT INTO state VALUES (?1, 1, ?2)", (WORKFLOW, &initial))
+        .unwrap();
+    let started = Instant::now();
+    for _ in 0..n {
+        conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let (generation, text): (i64, String) = conn
+            .query_row(
+                "SELECT generation, data FROM state WHERE workflow = ?1",
+                [WORKFLOW],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        let mut data: Value = serde_json::from_str(&text).unwrap();
+        increment(&mut data).unwrap();
+        conn.execute(
+            "UPDATE state SET generation = ?1, data = ?2 WHERE workflow = ?3",
+            (generation + 1, data.to_string(), WORKFLOW),
+        )
+        .unwrap();
+        conn.execute_batch("COMMIT").unwrap();
+    }
+    n as f64 / started.elapsed().as_secs_f64()
+}
+
+/// One durable append, then verification speed over a log of tens of MiB
+/// against the system `sha256sum` over the same file.
+fn audit_figures(dir: &Path, quick: bool, put: &mut impl FnMut(&str, f64)) {
+    let store_path = dir.join("audit-store");
+    let (store, _) = Store::init(&store_path, StoreOptions::default()).unwrap();
+    let audit = store.audit().unwrap();
+    put(
+        "audit_append_us",
+        median(&time_each(if quick { 100 } else { 300 }, |i| {
+            audit
+                .append("bench", json!({"i": i, "workflow": "bench"}))
+                .unwrap();
+        })),
+    );
+    let entries = if quick { 20_000 } else { 100_000 };
+    for chunk in 0..10 {
+        let batch = (0..entries / 10)
+            .map(|i| {
+                (
+                    "bench".to_string(),
+                    json!({"i": chunk * entries + i, "pad": "p".repeat(200)}),
+                )
+            })
+            .collect();
+        audit.append_batch(batch).unwrap();
+    }
+    let bytes = std::fs::metadata(audit.path()).unwrap().len() as f64;
+    let mib = bytes / (1024.0 * 1024.0);
+    let verify = (0..3)
+        .map(|_| {
+            let started = Instant::now();
+            assert!(audit.verify().unwrap().valid);
+            started.elapsed().as_secs_f64()
+        })
+        .fold(f64::INFINITY, f64::min);
+    put("audit_log_mib", mib);
+    put("audit_verify_mb_per_s", mib / verify);
+    let sha = (0..3)
+        .map(|_| {
+            let started = Instant::now();
+            let ok = Command::new("sha256sum")
+                .arg(audit.path())
+                .stdout(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if ok {
+                started.elapsed().as_secs_f64()
+            } else {
+                f64::NAN
+            }
+        })
+        .fold(f64::INFINITY, f64::min);
+    put("sha256sum_mb_per_s", mib / sha);
+}
+
 /// Flushes everything setup wrote (or a previous run deleted) to disk, so the
 /// fsyncs measured next do not pay for it.
 fn settle(dir: &Path) {
@@ -458,6 +572,29 @@ fn worker(args: &[String]) {
                 out.push_str(&format!("{acquired} {released}\n"));
             }
             std::io::stdout().write_all(out.as_bytes()).unwrap();
+        }
+        "save10" => {
+            // A 10 MiB state of 100,000 small objects, saved once; this
+            // process's peak RSS covers building, serializing and saving it.
+            let root = Path::new(&args[1]);
+            let (store, _) = Store::init(root, StoreOptions::default()).unwrap();
+            let items: Vec<Value> = (0..100_000)
+                .map(|i| json!({"id": i, "name": format!("item-{i:06}"), "pad": "x".repeat(64)}))
+                .collect();
+            let data = json!({ "items": items });
+            let started = Instant::now();
+            store.save("big", data, None).unwrap();
+            let save_ms = started.elapsed().as_secs_f64() * 1000.0;
+            let status = std::fs::read_to_string("/proc/self/status").unwrap();
+            let peak_kib: f64 = status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+                .unwrap_or(f64::NAN);
+            println!(
+                "{}",
+                json!({"save_ms": save_ms, "peak_rss_mib": peak_kib / 1024.0})
+            );
         }
         other => panic!("unknown worker {other}"),
     }
