@@ -45,9 +45,7 @@ pub fn write_object_except(
         .iter()
         .filter(|(k, _)| Some(k.as_str()) != skip)
         .collect();
-    // RFC 8785 sorts by UTF-16 code units, which differs from byte order for
-    // characters above U+FFFF versus U+E000..U+FFFF.
-    entries.sort_by(|(a, _), (b, _)| a.encode_utf16().cmp(b.encode_utf16()));
+    entries.sort_by(|(a, _), (b, _)| utf16_order(a, b));
     out.write_all(b"{")?;
     for (i, (key, item)) in entries.into_iter().enumerate() {
         if i > 0 {
@@ -58,6 +56,17 @@ pub fn write_object_except(
         write_value(item, out)?;
     }
     out.write_all(b"}")
+}
+
+/// RFC 8785 orders keys by UTF-16 code units. UTF-8 byte order is code point
+/// order, which differs from it only between characters above U+FFFF and
+/// those in U+E000..U+FFFF; for ASCII keys (nearly all keys) bytes decide.
+fn utf16_order(a: &str, b: &str) -> std::cmp::Ordering {
+    if a.is_ascii() && b.is_ascii() {
+        a.as_bytes().cmp(b.as_bytes())
+    } else {
+        a.encode_utf16().cmp(b.encode_utf16())
+    }
 }
 
 /// Canonical form as a `String` (for small values and tests).
