@@ -187,6 +187,18 @@ impl FileCheckpoints {
         Ok(records.len())
     }
 
+    /// `[workflow]` if one is named (and valid), else every workflow that
+    /// has checkpoints.
+    fn named_or_all(&self, workflow: Option<&str>) -> Result<Vec<String>> {
+        match workflow {
+            Some(w) => {
+                validate_name(w)?;
+                Ok(vec![w.to_string()])
+            }
+            None => self.workflows(),
+        }
+    }
+
     /// The newest committed record, scanning back over uncommitted ones.
     fn latest_record(&self, workflow: &str) -> Result<Option<IndexRecord>> {
         let Some(mut reader) = self.index(workflow)? else {
@@ -502,13 +514,7 @@ impl CheckpointBackend for FileCheckpoints {
         if let Some(before) = &query.before {
             validate_id(before)?;
         }
-        let workflows = match &query.workflow {
-            Some(w) => {
-                validate_name(w)?;
-                vec![w.clone()]
-            }
-            None => self.workflows()?,
-        };
+        let workflows = self.named_or_all(query.workflow.as_deref())?;
         let mut all = Vec::new();
         for workflow in workflows {
             all.extend(self.list_workflow(&workflow, query)?);
@@ -602,13 +608,7 @@ impl CheckpointBackend for FileCheckpoints {
                 "prune needs a rule: --older-than DAYS and/or --keep-last N".into(),
             ));
         }
-        let workflows = match &policy.workflow {
-            Some(w) => {
-                validate_name(w)?;
-                vec![w.clone()]
-            }
-            None => self.workflows()?,
-        };
+        let workflows = self.named_or_all(policy.workflow.as_deref())?;
         let mut pruned = Vec::new();
         for workflow in workflows {
             pruned.extend(self.prune_workflow(&workflow, policy)?);
