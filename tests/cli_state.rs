@@ -371,3 +371,18 @@ fn the_demo_runs_and_loses_no_update() {
     assert_eq!(result["tamper_detected"], true);
     std::fs::remove_dir_all(result["store"].as_str().unwrap()).unwrap();
 }
+
+#[test]
+fn the_readme_run_command_selects_the_cli() {
+    // `cargo run --release -- demo` must pick the wfstate binary although
+    // the package also has wfstate-bench.
+    let manifest =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml")).unwrap();
+    assert!(
+        manifest.contains("default-run = \"wfstate\""),
+        "Cargo.toml needs default-run"
+    );
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    assert!(readme.contains("cargo run --release -- demo"));
+}
