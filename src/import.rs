@@ -264,11 +264,20 @@ fn import_checkpoints(
             ..ListQuery::default()
         })?;
         for entry in existing {
-            if let Ok(cp) = checkpoints.get(&entry.id)
-                && let Some(old) = cp
-                    .origin
-                    .as_ref()
-                    .and_then(|o| o["legacy_checkpoint_id"].as_str())
+            // Every existing checkpoint must be readable: one that is not
+            // might be an earlier import of one of these files, and
+            // importing it again would duplicate it.
+            let cp = checkpoints.get(&entry.id).map_err(|e| Error::Integrity {
+                path: std::path::PathBuf::from(format!("checkpoint {}", entry.id)),
+                problem: format!(
+                    "cannot tell whether it was already imported ({e}); \
+                         run `wfstate health --repair` to quarantine it, then import again"
+                ),
+            })?;
+            if let Some(old) = cp
+                .origin
+                .as_ref()
+                .and_then(|o| o["legacy_checkpoint_id"].as_str())
             {
                 mapped.insert(old.to_string(), cp.id.clone());
             }

@@ -244,6 +244,47 @@ fn a_dry_run_writes_nothing() {
 }
 
 #[test]
+fn a_corrupt_earlier_import_stops_a_re_import_instead_of_duplicating() {
+    let (_, dir, expect) = cases().remove(0);
+    let s = Scratch::new();
+    assert_eq!(import(&s, &dir, &[]).0, 0);
+    let workflow = expect["state_workflow_id"].as_str().unwrap();
+    let listed = stdout_json(&s.run(&["--json", "checkpoint", "list", workflow, "--limit", "100"]));
+    let count = listed.as_array().unwrap().len();
+    let victim = listed[0]["id"].as_str().unwrap();
+    let path = s
+        .store
+        .join("checkpoints")
+        .join(workflow)
+        .join(format!("{victim}.json"));
+    std::fs::write(&path, b"{ damaged").unwrap();
+
+    let (exit, _, stderr) = import(&s, &dir, &[]);
+    assert_eq!(exit, 3, "{stderr}");
+    assert!(
+        stderr.contains(victim) && stderr.contains("health --repair"),
+        "{stderr}"
+    );
+    let after = stdout_json(&s.run(&["--json", "checkpoint", "list", workflow, "--limit", "100"]));
+    assert_eq!(after.as_array().unwrap().len(), count, "nothing duplicated");
+
+    // After the repair quarantines it, importing again restores exactly it.
+    // Exit 1: repaired, with the quarantine noted as a warning.
+    assert_eq!(code(&s.run(&["health", "--repair"])), 1);
+    let (exit, report, stderr) = import(&s, &dir, &[]);
+    assert_eq!(exit, 0, "{stderr}");
+    let imported = report["checkpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["action"] == "imported")
+        .count();
+    assert_eq!(imported, 1);
+    let after = stdout_json(&s.run(&["--json", "checkpoint", "list", workflow, "--limit", "100"]));
+    assert_eq!(after.as_array().unwrap().len(), count);
+}
+
+#[test]
 fn a_folder_without_legacy_files_is_an_error() {
     let s = Scratch::new();
     let empty = tempfile::tempdir().unwrap();

@@ -151,8 +151,9 @@ impl FileCheckpoints {
         )
     }
 
-    /// Rewrites the index from the checkpoint files. Unreadable checkpoint
-    /// files are left out (they are reported by `list`, `show` and health).
+    /// Rewrites the index from the checkpoint files. Damaged checkpoint
+    /// files are left out (they are reported by `list`, `show` and health);
+    /// I/O errors stop the rebuild.
     fn rebuild_locked(&self, workflow: &str, problem: &str) -> Result<usize> {
         let dir = self.workflow_dir(workflow)?;
         let entries = std::fs::read_dir(&dir).map_err(|e| Error::io("list", &dir, e))?;
@@ -166,8 +167,14 @@ impl FileCheckpoints {
             if !id::is_valid(id) {
                 continue;
             }
-            if let Ok(Some(cp)) = self.read(workflow, id) {
-                records.push(record_of(&cp));
+            match self.read(workflow, id) {
+                Ok(Some(cp)) => records.push(record_of(&cp)),
+                Ok(None) => {}
+                // A damaged checkpoint stays out of the index (list, show
+                // and health report it); an I/O failure is not damage and
+                // must not silently drop a good checkpoint from the index.
+                Err(Error::Integrity { .. } | Error::TooLarge { .. }) => {}
+                Err(e) => return Err(e),
             }
         }
         records.sort_by(|a, b| a.id.cmp(&b.id));
