@@ -33,27 +33,31 @@ fn open(root: &Path) -> Result<Store, String> {
     Store::open(root, StoreOptions::default()).map_err(|e| format!("store does not open: {e}"))
 }
 
-/// Problems a recovery finds: any health error, except a torn audit tail
-/// when the operation had not returned (the crash cut its append short).
+/// Problems a recovery finds: any health error (a torn audit tail is a
+/// warning there, since only an unacknowledged append leaves one), and,
+/// once the operation has returned, any audit chain that is not fully valid.
 fn recovery_problems(root: &Path, store: &Store, acknowledged: bool) -> Vec<String> {
     let report = match health::check(root, store) {
         Ok(r) => r,
         Err(e) => return vec![format!("health failed: {e}")],
     };
-    let torn_only = store
-        .audit()
-        .ok()
-        .and_then(|a| a.verify().ok())
-        .is_some_and(|v| {
-            v.torn_tail.is_some() && v.first_bad.as_ref().map(|b| b.line) == v.torn_tail
-        });
-    report
+    let mut problems: Vec<String> = report
         .components
         .iter()
         .filter(|c| c.status == Status::Error)
-        .filter(|c| !(c.name == "audit" && torn_only && !acknowledged))
         .map(|c| format!("health {}: {}", c.name, c.message))
-        .collect()
+        .collect();
+    if acknowledged {
+        match store.audit().and_then(|a| a.verify()) {
+            Ok(v) if v.valid => {}
+            Ok(v) => problems.push(format!(
+                "acknowledged, yet the audit chain is invalid: {:?}",
+                v.first_bad
+            )),
+            Err(e) => problems.push(format!("audit unreadable: {e}")),
+        }
+    }
+    problems
 }
 
 fn report(name: &str, e: &Exploration) {

@@ -290,8 +290,18 @@ impl Checker<'_> {
         let report = audit.verify()?;
         let mut problems = Vec::new();
         if let Some(bad) = &report.first_bad {
+            // A torn final line is what an append cut short by a crash or a
+            // SIGKILL leaves: that append never returned, nothing
+            // acknowledged is lost, and later appends skip it. Like other
+            // leftovers of unacknowledged work it is a warning. Anything
+            // else (a damaged or edited entry) is an error.
+            let status = if report.torn_tail == Some(bad.line) {
+                Status::Warning
+            } else {
+                Status::Error
+            };
             problems.push((
-                Status::Error,
+                status,
                 format!(
                     "{} line {}: {}",
                     audit.path().display(),
@@ -302,7 +312,7 @@ impl Checker<'_> {
         }
         // Unparsable lines (torn appends) can be moved aside; entries that
         // parse but do not verify are evidence and stay where they are.
-        if torn_lines(audit.path())?.iter().any(|_| true) {
+        if !torn_lines(audit.path())?.is_empty() {
             self.fixes.push(Fix::AuditTornLines);
         }
         Ok(component(
