@@ -123,6 +123,11 @@ fn scenario_with_damage(
     })
 }
 
+/// Setup shared by most scenarios: workflow `wf` at generation 1, `n` = 1.
+fn workflow_at_generation_1(s: &Store) {
+    s.save("wf", json!({"n": 1}), None).unwrap();
+}
+
 fn generation_and_n(store: &Store, wf: &str) -> Result<Option<(u64, i64)>, String> {
     match store.load(wf) {
         Ok(doc) => Ok(Some((doc.generation, doc.data["n"].as_i64().unwrap_or(-1)))),
@@ -156,9 +161,7 @@ fn old_or_new(
 fn a_first_save_survives_every_crash_as_absent_or_whole() {
     let e = scenario(
         |_| {},
-        |s| {
-            s.save("wf", json!({"n": 1}), None).unwrap();
-        },
+        workflow_at_generation_1,
         |_, s, ack| old_or_new(s, None, (1, 1), ack),
     );
     assert_clean("first state save", &e);
@@ -167,9 +170,7 @@ fn a_first_save_survives_every_crash_as_absent_or_whole() {
 #[test]
 fn an_overwriting_save_survives_every_crash_as_old_or_new() {
     let e = scenario(
-        |s| {
-            s.save("wf", json!({"n": 1}), None).unwrap();
-        },
+        workflow_at_generation_1,
         |s| {
             s.save("wf", json!({"n": 2}), None).unwrap();
         },
@@ -181,9 +182,7 @@ fn an_overwriting_save_survives_every_crash_as_old_or_new() {
 #[test]
 fn an_update_survives_every_crash_and_its_audit_entry_with_it() {
     let e = scenario(
-        |s| {
-            s.save("wf", json!({"n": 1}), None).unwrap();
-        },
+        workflow_at_generation_1,
         |s| {
             s.update("wf", |d| {
                 d["n"] = 2.into();
@@ -214,9 +213,7 @@ fn the_harness_catches_a_save_without_the_directory_fsync() {
     // The seed system's original bug: rename without fsync of the directory.
     sim::set_mutation_skip_dir_fsync(true);
     let e = scenario(
-        |s| {
-            s.save("wf", json!({"n": 1}), None).unwrap();
-        },
+        workflow_at_generation_1,
         |s| {
             s.save("wf", json!({"n": 2}), None).unwrap();
         },
@@ -316,9 +313,7 @@ fn checkpoint_creation_is_whole_or_absent_after_every_crash() {
 #[test]
 fn the_first_checkpoint_of_a_workflow_is_whole_or_absent() {
     let e = scenario(
-        |s| {
-            s.save("wf", json!({"n": 1}), None).unwrap();
-        },
+        workflow_at_generation_1,
         |s| {
             checkpoint(s, "first");
         },
@@ -398,9 +393,7 @@ fn a_prune_never_loses_the_latest_or_leaves_a_partial_checkpoint() {
 #[test]
 fn an_audit_append_is_whole_or_torn_at_the_tail_never_breaking_the_chain() {
     let e = scenario(
-        |s| {
-            s.save("wf", json!({"n": 1}), None).unwrap();
-        },
+        workflow_at_generation_1,
         |s| {
             s.audit().unwrap().append("probe", json!({"x": 1})).unwrap();
         },

@@ -138,6 +138,17 @@ impl FileCheckpoints {
             .map_err(|p| Error::integrity(&path, format!("rebuilt index unusable: {p:?}")))
     }
 
+    /// The rule for a damaged index record met mid-walk: the first time,
+    /// rebuild the index and return a fresh reader (the caller restarts its
+    /// walk); a second time means the disk does not return what was
+    /// written, which is an error, not a reason to loop.
+    fn rebuild_once(&self, workflow: &str, why: &str, repaired: &mut bool) -> Result<IndexReader> {
+        if std::mem::replace(repaired, true) {
+            return Err(self.still_damaged(workflow, why));
+        }
+        self.repair_and_reopen(workflow, why)
+    }
+
     /// A freshly rebuilt index that reads back damaged: the disk is not
     /// returning what was written. Stop rather than loop.
     fn still_damaged(&self, workflow: &str, why: &str) -> Error {
@@ -218,11 +229,7 @@ impl FileCheckpoints {
             let record = match reader.record(i)? {
                 Ok(r) => r,
                 Err(why) => {
-                    if repaired {
-                        return Err(self.still_damaged(workflow, &why));
-                    }
-                    repaired = true;
-                    reader = self.repair_and_reopen(workflow, &why)?;
+                    reader = self.rebuild_once(workflow, &why, &mut repaired)?;
                     i = reader.count();
                     continue;
                 }
@@ -264,11 +271,7 @@ impl FileCheckpoints {
             let record = match reader.record(end)? {
                 Ok(r) => r,
                 Err(why) => {
-                    if repaired {
-                        return Err(self.still_damaged(workflow, &why));
-                    }
-                    repaired = true;
-                    reader = self.repair_and_reopen(workflow, &why)?;
+                    reader = self.rebuild_once(workflow, &why, &mut repaired)?;
                     end = match &query.before {
                         Some(before) => reader.lower_bound(before)?,
                         None => reader.count(),
@@ -314,15 +317,13 @@ impl FileCheckpoints {
         while i < reader.count() {
             match reader.record(i)? {
                 Ok(r) => records.push(r),
-                Err(why) if !repaired => {
-                    repaired = true;
-                    reader = self.repair_and_reopen(workflow, &why)?;
+                Err(why) => {
+                    reader = self.rebuild_once(workflow, &why, &mut repaired)?;
                     reader.load()?;
                     records.clear();
                     i = 0;
                     continue;
                 }
-                Err(why) => return Err(self.still_damaged(workflow, &why)),
             }
             i += 1;
         }
@@ -549,11 +550,7 @@ impl CheckpointBackend for FileCheckpoints {
             let record = match reader.find(&current)? {
                 Some(Ok(r)) => r,
                 Some(Err(why)) => {
-                    if repaired {
-                        return Err(self.still_damaged(&workflow, &why));
-                    }
-                    repaired = true;
-                    reader = self.repair_and_reopen(&workflow, &why)?;
+                    reader = self.rebuild_once(&workflow, &why, &mut repaired)?;
                     reader.load()?;
                     links.clear();
                     seen.clear();
