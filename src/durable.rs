@@ -618,11 +618,20 @@ mod tests {
     #[test]
     fn a_replacement_costs_one_file_sync_and_one_directory_sync() {
         let dir = tempfile::tempdir().unwrap();
-        let before = syncs_so_far();
-        replace_file_with_bytes(&dir.path().join("a"), b"x").unwrap();
-        // Other tests in this process may sync concurrently, so only a lower
-        // bound is exact here; the benchmark reports the per-operation count.
-        assert!(syncs_so_far() - before >= 2);
+        let target = dir.path().join("a");
+        // The trace is per thread, so parallel tests do not disturb the count.
+        sim::start_trace();
+        replace_file_with_bytes(&target, b"x").unwrap();
+        let ops = sim::take_trace();
+        let fsyncs = ops
+            .iter()
+            .filter(|o| matches!(o, sim::Op::Fsync(p) if p != &target))
+            .count();
+        let dir_fsyncs = ops
+            .iter()
+            .filter(|o| matches!(o, sim::Op::FsyncDir(d) if d == dir.path()))
+            .count();
+        assert_eq!((fsyncs, dir_fsyncs, ops.len()), (1, 1, 5), "{ops:?}");
     }
 
     #[test]
