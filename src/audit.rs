@@ -158,6 +158,83 @@ pub fn redact(value: &mut Value) {
     }
 }
 
+/// Builds the entries that continue a chain whose last entry is `tail`
+/// (`(seq, hash)`, `None` for an empty log), each with its JSON line
+/// (without the newline). Every backend chains through here, so all logs
+/// verify with [`verify_reader`].
+pub(crate) fn chain_entries(
+    tail: Option<(u64, String)>,
+    events: Vec<(String, Value)>,
+    key: Option<&[u8]>,
+) -> Vec<(AuditEntry, String)> {
+    let (mut seq, mut prev_hash) = tail.unwrap_or((0, GENESIS_HASH.to_string()));
+    let actor = Actor::current();
+    let alg = if key.is_some() { ALG_KEYED } else { ALG_PLAIN };
+    let mut chained = Vec::with_capacity(events.len());
+    for (event, data) in events {
+        seq += 1;
+        let mut entry = AuditEntry {
+            seq,
+            time: crate::clock::now_rfc3339(),
+            event,
+            actor: actor.clone(),
+            data,
+            alg: alg.to_string(),
+            prev_hash: prev_hash.clone(),
+            hash: String::new(),
+        };
+        let Value::Object(body) = serde_json::to_value(&entry).expect("serializes") else {
+            unreachable!("an entry serializes to an object")
+        };
+        entry.hash = hash_entry(key, &prev_hash, &body);
+        prev_hash = entry.hash.clone();
+        let line = serde_json::to_string(&entry).expect("serializes");
+        chained.push((entry, line));
+    }
+    chained
+}
+
+/// What every backend's audit log offers.
+pub trait AuditTrail: Send + Sync {
+    /// Where the log lives, for messages.
+    fn location(&self) -> String;
+    /// Whether entries are HMAC-keyed (see the module documentation).
+    fn is_keyed(&self) -> bool;
+    /// Appends one entry (`data` is redacted first) and returns it once it
+    /// is durable.
+    fn append(&self, event: &str, mut data: Value) -> Result<AuditEntry> {
+        redact(&mut data);
+        let mut entries = self.append_batch(vec![(event.to_string(), data)])?;
+        Ok(entries.pop().expect("one entry appended"))
+    }
+    /// Appends entries in order, atomically with respect to other
+    /// appenders, without redaction (imported entries keep what they said).
+    fn append_batch(&self, events: Vec<(String, Value)>) -> Result<Vec<AuditEntry>>;
+    /// Checks the whole chain; reports the first bad entry.
+    fn verify(&self) -> Result<VerifyReport>;
+    /// Entries, oldest first, optionally only of one event, the newest
+    /// `limit` of them.
+    fn read(&self, event: Option<&str>, limit: Option<usize>) -> Result<Vec<AuditEntry>>;
+}
+
+impl AuditTrail for AuditLog {
+    fn location(&self) -> String {
+        self.path.display().to_string()
+    }
+    fn is_keyed(&self) -> bool {
+        AuditLog::is_keyed(self)
+    }
+    fn append_batch(&self, events: Vec<(String, Value)>) -> Result<Vec<AuditEntry>> {
+        AuditLog::append_batch(self, events)
+    }
+    fn verify(&self) -> Result<VerifyReport> {
+        AuditLog::verify(self)
+    }
+    fn read(&self, event: Option<&str>, limit: Option<usize>) -> Result<Vec<AuditEntry>> {
+        AuditLog::read(self, event, limit)
+    }
+}
+
 impl AuditLog {
     pub fn new(
         path: PathBuf,
@@ -219,45 +296,19 @@ impl AuditLog {
             durable::replace_file_with_bytes(&self.path, b"")?;
         }
         let (last, ends_with_newline) = self.tail()?;
-        let (mut seq, mut prev_hash) = match &last {
-            Some(e) => (e.seq, e.hash.clone()),
-            None => (0, GENESIS_HASH.to_string()),
-        };
-        let actor = Actor::current();
-        let alg = if self.key.is_some() {
-            ALG_KEYED
-        } else {
-            ALG_PLAIN
-        };
         let mut bytes = Vec::new();
         if !ends_with_newline {
             // Never glue an entry onto a torn line: start a new one.
             bytes.push(b'\n');
         }
-        let mut appended = Vec::with_capacity(events.len());
-        for (event, data) in events {
-            seq += 1;
-            let mut entry = AuditEntry {
-                seq,
-                time: crate::clock::now_rfc3339(),
-                event,
-                actor: actor.clone(),
-                data,
-                alg: alg.to_string(),
-                prev_hash: prev_hash.clone(),
-                hash: String::new(),
-            };
-            let Value::Object(body) = serde_json::to_value(&entry).expect("serializes") else {
-                unreachable!("an entry serializes to an object")
-            };
-            entry.hash = hash_entry(self.key.as_deref(), &prev_hash, &body);
-            prev_hash = entry.hash.clone();
-            serde_json::to_writer(&mut bytes, &entry).expect("serializes");
+        let tail = last.map(|e| (e.seq, e.hash));
+        let appended = chain_entries(tail, events, self.key.as_deref());
+        for (_, line) in &appended {
+            bytes.extend_from_slice(line.as_bytes());
             bytes.push(b'\n');
-            appended.push(entry);
         }
         durable::append(&self.path, &bytes)?;
-        Ok(appended)
+        Ok(appended.into_iter().map(|(entry, _)| entry).collect())
     }
 
     fn open(&self) -> Result<Option<File>> {

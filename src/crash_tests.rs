@@ -36,8 +36,8 @@ fn open(root: &Path) -> Result<Store, String> {
 /// Problems a recovery finds: any health error (a torn audit tail is a
 /// warning there, since only an unacknowledged append leaves one), and,
 /// once the operation has returned, any audit chain that is not fully valid.
-fn recovery_problems(root: &Path, store: &Store, acknowledged: bool) -> Vec<String> {
-    let report = match health::check(root, store) {
+fn recovery_problems(store: &Store, acknowledged: bool) -> Vec<String> {
+    let report = match health::check(store) {
         Ok(r) => r,
         Err(e) => return vec![format!("health failed: {e}")],
     };
@@ -108,7 +108,7 @@ fn scenario_with_damage(
     let ((), trace) = traced(|| op(&store));
     explore(&root, &initial, &trace, 0x5eed, &|dir, ack| {
         let store = open(dir)?;
-        let mut problems = recovery_problems(dir, &store, ack);
+        let mut problems = recovery_problems(&store, ack);
         if let Some(name) = damaged.filter(|_| !ack) {
             problems.retain(|p| !p.contains(name));
         }
@@ -434,7 +434,7 @@ fn an_interrupted_import_leaves_whole_items_and_a_rerun_completes_it() {
         |s| {
             crate::import::import_legacy(s, &fixture, options).unwrap();
         },
-        |dir, s, ack| {
+        |_dir, s, ack| {
             let before = listed_in(s, "wf_2")?.len();
             if ack && before != 4 {
                 return Err(format!("acknowledged import has {before} checkpoints"));
@@ -468,7 +468,7 @@ fn an_interrupted_import_leaves_whole_items_and_a_rerun_completes_it() {
                         "audit invalid after re-import, not by a torn line: {bad:?}"
                     ));
                 }
-                health::repair(dir, s).map_err(|e| format!("repair failed: {e}"))?;
+                health::repair(s).map_err(|e| format!("repair failed: {e}"))?;
                 let v = s.audit().unwrap().verify().map_err(|e| e.to_string())?;
                 if !v.valid {
                     return Err(format!(
@@ -496,7 +496,7 @@ fn an_interrupted_repair_never_loses_the_damaged_file() {
             std::fs::write(root.join("state/bad.json"), &damaged).unwrap();
         },
         |s| {
-            health::repair(Path::new(&s.location()), s).unwrap();
+            health::repair(s).unwrap();
         },
         |dir, s, ack| {
             generation_and_n(s, "good")?.ok_or("good state lost")?;
@@ -627,7 +627,7 @@ fn injected_faults_fail_the_operation_and_leave_the_previous_version() {
                 generation == 1 || says_visible,
                 "[{name}] {fault:?}: generation {generation} after {err}"
             );
-            let problems = recovery_problems(&root, &store, false);
+            let problems = recovery_problems(&store, false);
             assert!(problems.is_empty(), "[{name}] {fault:?}: {problems:?}");
             let leftovers: Vec<_> = walk(&root)
                 .into_iter()

@@ -60,6 +60,18 @@ pub enum Error {
     #[error("{what} is {size} bytes, over the limit of {limit} bytes")]
     TooLarge { what: String, size: u64, limit: u64 },
 
+    /// The database backend failed or could not be reached. `op` names
+    /// the operation; `location` the server and database (never a
+    /// password). Nothing half-done is left behind: each operation is one
+    /// transaction. When the connection broke while a commit was in flight,
+    /// the message says the outcome is unknown.
+    #[error("{op} on {location}: {message}")]
+    Database {
+        op: &'static str,
+        location: String,
+        message: String,
+    },
+
     /// An operating-system call failed. `op` names the operation.
     #[error("{op} {}: {source}", path.display())]
     Io {

@@ -10,16 +10,17 @@
 //! Every write goes through `durable`; every state write happens under the
 //! workflow's exclusive lock.
 
-use crate::audit::AuditLog;
+use crate::audit::{AuditLog, AuditTrail};
 use crate::checkpoint::CheckpointBackend;
 use crate::checkpoint::files::FileCheckpoints;
 use crate::clock;
 use crate::durable::{self, ReadOutcome, TEMP_MARKER};
 use crate::error::{Error, Result};
-use crate::lock::{LockGuard, LockManager, Notice, WaitNotice};
+use crate::health::HealthReport;
+use crate::lock::{LockGuard, LockManager, NamedLocks, Notice, WaitNotice};
 use crate::name::validate_name;
 use crate::state::StateDoc;
-use crate::store::{Backend, InitOutcome, StoreOptions};
+use crate::store::{Backend, InitOutcome, Store, StoreOptions};
 use serde_json::{Map, Value};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -108,6 +109,20 @@ impl FileBackend {
             checkpoints,
             audit,
         })
+    }
+
+    /// The store folder.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The kernel locks of this store, internal ones included (for repair).
+    pub(crate) fn lock_manager(&self) -> &LockManager {
+        &self.locks
+    }
+
+    pub(crate) fn audit_log(&self) -> &AuditLog {
+        &self.audit
     }
 
     fn state_path(&self, workflow: &str) -> Result<PathBuf> {
@@ -297,12 +312,16 @@ impl Backend for FileBackend {
         self.audited(doc, "state_update", serde_json::json!({}))
     }
 
-    fn locks(&self) -> Option<&LockManager> {
+    fn locks(&self) -> Option<&dyn NamedLocks> {
         Some(&self.locks)
     }
 
-    fn audit(&self) -> Option<&AuditLog> {
+    fn audit(&self) -> Option<&dyn AuditTrail> {
         Some(&self.audit)
+    }
+
+    fn health(&self, store: &Store, repair: bool) -> Result<HealthReport> {
+        crate::health::run(self, store, repair)
     }
 
     fn list_workflows(&self) -> Result<Vec<String>> {

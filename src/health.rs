@@ -12,6 +12,7 @@ use crate::checkpoint::index::{IndexProblem, IndexReader};
 use crate::checkpoint::{Checkpoint, validate_id};
 use crate::durable::{self, ReadOutcome, TEMP_MARKER};
 use crate::error::{Error, Result};
+use crate::file_store::FileBackend;
 use crate::lock::{Held, LockManager};
 use crate::name::validate_name;
 use crate::store::Store;
@@ -85,11 +86,16 @@ enum LockFor {
 
 struct Checker<'a> {
     root: &'a Path,
+    files: &'a FileBackend,
     store: &'a Store,
     fixes: Vec<Fix>,
 }
 
-fn component(name: &'static str, problems: &[(Status, String)], ok_message: String) -> Component {
+pub(crate) fn component(
+    name: &'static str,
+    problems: &[(Status, String)],
+    ok_message: String,
+) -> Component {
     let status = problems.iter().map(|(s, _)| *s).max().unwrap_or(Status::Ok);
     let message = match status {
         Status::Ok => ok_message,
@@ -420,19 +426,23 @@ fn torn_lines(path: &Path) -> Result<Vec<(usize, Vec<u8>)>> {
         .collect())
 }
 
-/// Checks the file store at `root` (opened as `store`).
-pub fn check(root: &Path, store: &Store) -> Result<HealthReport> {
-    run(root, store, false)
+/// Checks any store (see [`Store::health`]).
+pub fn check(store: &Store) -> Result<HealthReport> {
+    store.health()
 }
 
-/// Checks, repairs what can be repaired safely, and checks again.
-pub fn repair(root: &Path, store: &Store) -> Result<HealthReport> {
-    run(root, store, true)
+/// Checks, repairs what can be repaired safely, and checks again (see
+/// [`Store::repair`]).
+pub fn repair(store: &Store) -> Result<HealthReport> {
+    store.repair()
 }
 
-fn run(root: &Path, store: &Store, repair: bool) -> Result<HealthReport> {
+/// The file store's health check: `files` is the backend `store` serves.
+pub(crate) fn run(files: &FileBackend, store: &Store, repair: bool) -> Result<HealthReport> {
+    let root = files.root();
     let mut checker = Checker {
         root,
+        files,
         store,
         fixes: Vec::new(),
     };
@@ -441,7 +451,7 @@ fn run(root: &Path, store: &Store, repair: bool) -> Result<HealthReport> {
         return Ok(finish(components, Vec::new()));
     }
     let fixes = std::mem::take(&mut checker.fixes);
-    let done = apply(root, store, fixes)?;
+    let done = apply(files, store, fixes)?;
     if !done.is_empty() {
         store
             .audit()?
@@ -449,6 +459,7 @@ fn run(root: &Path, store: &Store, repair: bool) -> Result<HealthReport> {
     }
     let mut again = Checker {
         root,
+        files,
         store,
         fixes: Vec::new(),
     };
@@ -456,19 +467,18 @@ fn run(root: &Path, store: &Store, repair: bool) -> Result<HealthReport> {
 }
 
 fn gather(checker: &mut Checker<'_>) -> Result<Vec<Component>> {
-    let store = checker.store;
     Ok(vec![
         component("format", &[], "store format marker wfstate.store/1".into()),
         checker.states()?,
         checker.checkpoints()?,
-        checker.locks(store.locks()?)?,
-        checker.audit(store.audit()?)?,
+        checker.locks(checker.files.lock_manager())?,
+        checker.audit(checker.files.audit_log())?,
         checker.temp_files()?,
         checker.quarantine(),
     ])
 }
 
-fn finish(components: Vec<Component>, repairs: Vec<String>) -> HealthReport {
+pub(crate) fn finish(components: Vec<Component>, repairs: Vec<String>) -> HealthReport {
     HealthReport {
         status: components
             .iter()
@@ -480,10 +490,11 @@ fn finish(components: Vec<Component>, repairs: Vec<String>) -> HealthReport {
     }
 }
 
-fn apply(root: &Path, store: &Store, fixes: Vec<Fix>) -> Result<Vec<String>> {
+fn apply(files: &FileBackend, store: &Store, fixes: Vec<Fix>) -> Result<Vec<String>> {
+    let root = files.root();
     let batch = crate::clock::now_rfc3339().replace([':', '-'], "");
     let quarantine = root.join(QUARANTINE_DIR).join(&batch);
-    let locks = store.locks()?;
+    let locks = files.lock_manager();
     let mut done = Vec::new();
     let mut rebuild: BTreeMap<String, String> = BTreeMap::new();
     for fix in fixes {
@@ -519,7 +530,7 @@ fn apply(root: &Path, store: &Store, fixes: Vec<Fix>) -> Result<Vec<String>> {
                 rebuild.insert(workflow, why);
             }
             Fix::AuditTornLines => {
-                let audit = store.audit()?;
+                let audit = files.audit_log();
                 let _guard =
                     locks.internal_exclusive("audit", "log", Some(Duration::from_secs(60)))?;
                 let torn = torn_lines(audit.path())?;

@@ -28,6 +28,8 @@ pub mod legacy;
 pub mod lock;
 mod name;
 pub mod pointer;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 pub mod state;
 pub mod store;
 

@@ -3,11 +3,12 @@
 //! paths. The embedded file backend lives in `file_store`; others (such as
 //! PostgreSQL) implement the same trait.
 
-use crate::audit::AuditLog;
+use crate::audit::AuditTrail;
 use crate::checkpoint::{Checkpoint, CheckpointBackend, NewCheckpoint, StateSnapshot, context};
 use crate::error::{Error, Result};
 use crate::file_store::FileBackend;
-use crate::lock::{LockManager, WaitNotice};
+use crate::health::HealthReport;
+use crate::lock::{NamedLocks, WaitNotice};
 use crate::state::StateDoc;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -90,13 +91,23 @@ pub trait Backend: Send + Sync {
         None
     }
     /// The backend's audit log, if it keeps one.
-    fn audit(&self) -> Option<&AuditLog> {
+    fn audit(&self) -> Option<&dyn AuditTrail> {
         None
     }
-    /// The backend's named locks, if it has file locks.
-    fn locks(&self) -> Option<&LockManager> {
+    /// The backend's named locks, if it has them.
+    fn locks(&self) -> Option<&dyn NamedLocks> {
         None
     }
+    /// Checks the whole store (`store` is the store this backend serves)
+    /// and, with `repair`, makes the safe repairs; see `health`.
+    fn health(&self, store: &Store, repair: bool) -> Result<HealthReport>;
+}
+
+/// Whether `location` names a PostgreSQL database rather than a folder.
+pub fn is_database_url(location: &Path) -> bool {
+    location
+        .to_str()
+        .is_some_and(|s| s.starts_with("postgres://") || s.starts_with("postgresql://"))
 }
 
 /// An opened store.
@@ -124,15 +135,23 @@ pub enum InitOutcome {
 }
 
 impl Store {
-    /// Creates a file store at `path` (the store folder itself), or accepts
-    /// an existing one.
+    /// Creates a store at `path`, or accepts (and, for a database,
+    /// migrates) an existing one. `path` is the store folder itself, or a
+    /// `postgres://` URL (see [`is_database_url`]).
     pub fn init(path: &Path, options: StoreOptions) -> Result<(Store, InitOutcome)> {
-        let outcome = FileBackend::init(path)?;
+        let outcome = if is_database_url(path) {
+            database_init(path)?
+        } else {
+            FileBackend::init(path)?
+        };
         Ok((Store::open(path, options)?, outcome))
     }
 
-    /// Opens the file store at `path` (the store folder itself).
+    /// Opens the store at `path`: a store folder, or a `postgres://` URL.
     pub fn open(path: &Path, options: StoreOptions) -> Result<Store> {
+        if is_database_url(path) {
+            return database_open(path, options);
+        }
         Ok(Store::with_backend(Box::new(FileBackend::open(
             path, options,
         )?)))
@@ -237,7 +256,7 @@ impl Store {
     }
 
     /// The store's audit log.
-    pub fn audit(&self) -> Result<&AuditLog> {
+    pub fn audit(&self) -> Result<&dyn AuditTrail> {
         self.backend.audit().ok_or_else(|| {
             Error::InvalidInput(format!(
                 "the store at {} has no audit log",
@@ -260,14 +279,61 @@ impl Store {
     }
 
     /// The store's named locks (`wfstate lock`).
-    pub fn locks(&self) -> Result<&LockManager> {
+    pub fn locks(&self) -> Result<&dyn NamedLocks> {
         self.backend.locks().ok_or_else(|| {
             Error::InvalidInput(format!(
-                "the store at {} has no file locks",
+                "the store at {} has no named locks",
                 self.backend.location()
             ))
         })
     }
+
+    /// Checks the whole store; see `health`.
+    pub fn health(&self) -> Result<HealthReport> {
+        self.backend.health(self, false)
+    }
+
+    /// Checks, makes the safe repairs, and checks again; see `health`.
+    pub fn repair(&self) -> Result<HealthReport> {
+        self.backend.health(self, true)
+    }
+}
+
+#[cfg(feature = "postgres")]
+fn database_init(url: &Path) -> Result<InitOutcome> {
+    crate::postgres::PgBackend::init(url_str(url))
+}
+
+#[cfg(feature = "postgres")]
+fn database_open(url: &Path, options: StoreOptions) -> Result<Store> {
+    Ok(Store::with_backend(Box::new(
+        crate::postgres::PgBackend::open(url_str(url), options)?,
+    )))
+}
+
+#[cfg(feature = "postgres")]
+fn url_str(url: &Path) -> &str {
+    url.to_str().expect("is_database_url checked it is UTF-8")
+}
+
+#[cfg(not(feature = "postgres"))]
+fn database_init(url: &Path) -> Result<InitOutcome> {
+    Err(no_database_support(url))
+}
+
+#[cfg(not(feature = "postgres"))]
+fn database_open(url: &Path, _options: StoreOptions) -> Result<Store> {
+    Err(no_database_support(url))
+}
+
+#[cfg(not(feature = "postgres"))]
+fn no_database_support(url: &Path) -> Error {
+    let _ = url;
+    Error::InvalidInput(
+        "this build of wfstate has no PostgreSQL support (it was built without the \
+         `postgres` feature)"
+            .into(),
+    )
 }
 
 /// Finds the store folder: `explicit` (from `--store` or `WFSTATE_STORE`) if

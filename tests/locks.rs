@@ -1,49 +1,19 @@
-//! `wfstate lock` with real processes: mutual exclusion while holders are
-//! being killed, release on death, shared holders, timeouts, inheritance.
+//! `wfstate lock` on the file store with real processes: mutual exclusion
+//! while holders are being killed, timeouts, inheritance. (Shared holders
+//! and holder records are in `conformance.rs`, run on every backend.)
 
 mod common;
 
-use common::{Rng, Scratch, code, ok, stdout_json, text};
+use common::{
+    Rng, Scratch, code, lock_run, lock_status, ok, sigkill, text, wait_for_file, wait_until,
+};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-fn lock_run(s: &Scratch, args: &[&str], cmd: &str) -> Command {
-    let mut c = s.cmd();
-    c.args(["lock", "run", "res"])
-        .args(args)
-        .args(["--", "sh", "-c", cmd]);
-    c
-}
-
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !done() {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "never happened: {what}"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-/// A shell loop that waits for `release` to appear, bounded so that a failed
-/// test can never leave it running (30 s at most).
-fn wait_for_file(release: &Path) -> String {
-    format!(
-        "i=0; while [ ! -e '{}' ] && [ $i -lt 3000 ]; do sleep 0.01; i=$((i+1)); done",
-        release.display()
-    )
-}
-
 fn status(s: &Scratch, name: &str) -> serde_json::Value {
-    stdout_json(&s.run(&["--json", "lock", "status", name]))
-}
-
-fn sigkill(child: &Child) {
-    let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
-    let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+    lock_status(s, name)
 }
 
 /// The acceptance run is 2,000 processes; CI runs 300 by default. Set
@@ -158,56 +128,6 @@ fn a_holder_killed_with_sigkill_hands_the_lock_to_a_waiter_at_once() {
 }
 
 #[test]
-fn shared_holders_coexist_and_an_exclusive_waiter_gets_the_lock_after_the_last() {
-    let s = Scratch::new();
-    let d = s.dir.path();
-    let holders: Vec<Child> = (0..2)
-        .map(|i| {
-            let cmd = format!(
-                "touch '{}/started{i}'; {}",
-                d.display(),
-                wait_for_file(&d.join(format!("release{i}")))
-            );
-            lock_run(&s, &["--shared"], &cmd).spawn().unwrap()
-        })
-        .collect();
-    wait_until("both shared holders inside", || {
-        d.join("started0").exists() && d.join("started1").exists()
-    });
-    let st = status(&s, "res");
-    assert_eq!(st["state"], "shared");
-    assert_eq!(st["holders"], 2);
-
-    let mut exclusive = lock_run(&s, &[], &format!("touch '{}/exclusive'", d.display()))
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_until("exclusive request queued", || {
-        status(&s, "res")["waiters"] == 1
-    });
-    std::fs::write(d.join("release0"), b"").unwrap();
-    let mut holders = holders.into_iter();
-    assert!(holders.next().unwrap().wait().unwrap().success());
-    // One shared holder is still inside: the exclusive waiter must still wait.
-    std::thread::sleep(Duration::from_millis(200));
-    assert!(exclusive.try_wait().unwrap().is_none());
-    assert!(!d.join("exclusive").exists());
-    std::fs::write(d.join("release1"), b"").unwrap();
-    assert!(holders.next().unwrap().wait().unwrap().success());
-    let out = exclusive.wait_with_output().unwrap();
-    assert!(out.status.success());
-    assert!(d.join("exclusive").exists());
-    // It said once, on stderr, what it was waiting for and who held it.
-    let err = text(&out.stderr);
-    assert_eq!(
-        err.matches("waiting for exclusive lock").count(),
-        1,
-        "{err}"
-    );
-    assert!(err.contains("held shared by 2"), "{err}");
-}
-
-#[test]
 fn a_timeout_exits_5_without_running_the_command() {
     let s = Scratch::new();
     let mut holder = s
@@ -271,45 +191,6 @@ fn the_command_keeps_the_lock_if_wfstate_dies_unless_no_inherit() {
             status(&s, "res")["state"] == "free"
         });
     }
-}
-
-#[test]
-fn status_shows_the_recorded_holder_and_flags_records_of_exited_holders() {
-    let s = Scratch::new();
-    let mut holder = s
-        .cmd()
-        .args([
-            "lock",
-            "run",
-            "res",
-            "--purpose",
-            "deploy 1.4",
-            "--no-inherit",
-            "--",
-            "sleep",
-            "30",
-        ])
-        .spawn()
-        .unwrap();
-    wait_until("held", || status(&s, "res")["state"] == "exclusive");
-    let st = status(&s, "res");
-    assert_eq!(st["records"][0]["purpose"], "deploy 1.4");
-    assert_eq!(st["records"][0]["pid"], holder.id());
-    assert_eq!(st["records"][0]["holding"], true);
-    sigkill(&holder);
-    holder.wait().unwrap();
-    let st = status(&s, "res");
-    assert_eq!(st["state"], "free");
-    assert_eq!(st["records"][0]["holding"], false);
-    let out = s.run(&["lock", "status"]);
-    assert!(
-        ok(&out).contains("free (last holder exited"),
-        "{}",
-        text(&out.stdout)
-    );
-    // The next exclusive holder clears the leftover record.
-    ok(&s.run(&["lock", "run", "res", "--", "true"]));
-    assert_eq!(status(&s, "res")["records"].as_array().unwrap().len(), 0);
 }
 
 #[test]

@@ -27,6 +27,8 @@ struct Config {
     quick: bool,
     json: bool,
     dir: PathBuf,
+    /// A PostgreSQL database to compare the file store with (`--pg URL`).
+    pg: Option<String>,
 }
 
 fn main() {
@@ -39,6 +41,7 @@ fn main() {
         quick: false,
         json: false,
         dir: PathBuf::from("target/wfstate-bench"),
+        pg: std::env::var("WFSTATE_BENCH_PG").ok(),
     };
     let mut rest = args.iter();
     while let Some(arg) = rest.next() {
@@ -46,11 +49,14 @@ fn main() {
             "--quick" => config.quick = true,
             "--json" => config.json = true,
             "--dir" => config.dir = PathBuf::from(rest.next().expect("--dir needs a value")),
+            "--pg" => config.pg = Some(rest.next().expect("--pg needs a URL").clone()),
             "-h" | "--help" => {
                 println!(
-                    "usage: wfstate-bench [--quick] [--json] [--dir DIR]\n\
+                    "usage: wfstate-bench [--quick] [--json] [--dir DIR] [--pg URL]\n\
                      Measures wfstate against this machine's fsync floor. DIR (default\n\
-                     target/wfstate-bench) must be on the disk you care about, not tmpfs."
+                     target/wfstate-bench) must be on the disk you care about, not tmpfs.\n\
+                     --pg URL (or WFSTATE_BENCH_PG) also measures the PostgreSQL backend\n\
+                     in the schema wfstate_bench of that database (dropped first)."
                 );
                 return;
             }
@@ -112,20 +118,25 @@ fn run(config: &Config) -> Map<String, Value> {
         (durable::syncs_so_far() - syncs_before) as f64 / n as f64,
     );
     let per_proc = scale(250, 75);
-    let started = Instant::now();
-    let workers: Vec<Child> = (0..4)
-        .map(|_| spawn_worker(&["update", path_str(&store_path), &per_proc.to_string()]))
-        .collect();
-    for w in workers {
-        assert!(
-            w.wait_with_output().unwrap().status.success(),
-            "update worker failed"
-        );
-    }
     put(
         "update_per_s_4proc",
-        (4 * per_proc) as f64 / started.elapsed().as_secs_f64(),
+        parallel_updates(path_str(&store_path), 4, per_proc),
     );
+    let file_1 = n as f64 / elapsed.as_secs_f64();
+    let file_8 = parallel_updates(path_str(&store_path), 8, per_proc / 2);
+    put("update_per_s_8proc", file_8);
+
+    #[cfg(feature = "postgres")]
+    if let Some(url) = &config.pg {
+        eprintln!("postgresql");
+        let url = pg_bench_store(url);
+        let pg_1 = updates_per_s(&url, n);
+        put("pg_update_per_s", pg_1);
+        put("pg_vs_file_update", pg_1 / file_1);
+        let pg_8 = parallel_updates(&url, 8, per_proc / 2);
+        put("pg_update_per_s_8proc", pg_8);
+        put("pg_vs_file_update_8proc", pg_8 / file_8);
+    }
 
     eprintln!("sqlite");
     let sqlite = sqlite_updates_per_s(&dir, n);
@@ -385,7 +396,7 @@ fn audit_figures(dir: &Path, quick: bool, put: &mut impl FnMut(&str, f64)) {
             .collect();
         audit.append_batch(batch).unwrap();
     }
-    let bytes = std::fs::metadata(audit.path()).unwrap().len() as f64;
+    let bytes = std::fs::metadata(audit.location()).unwrap().len() as f64;
     let mib = bytes / (1024.0 * 1024.0);
     let verify = (0..3)
         .map(|_| {
@@ -400,7 +411,7 @@ fn audit_figures(dir: &Path, quick: bool, put: &mut impl FnMut(&str, f64)) {
         .map(|_| {
             let started = Instant::now();
             let ok = Command::new("sha256sum")
-                .arg(audit.path())
+                .arg(audit.location())
                 .stdout(Stdio::null())
                 .status()
                 .is_ok_and(|s| s.success());
@@ -476,6 +487,50 @@ fn percentile(samples: &[f64], p: f64) -> f64 {
         return f64::NAN;
     }
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// Locked durable updates per second of one client on the store at
+/// `location` (a folder or a database URL).
+#[cfg(feature = "postgres")]
+fn updates_per_s(location: &str, n: usize) -> f64 {
+    let store = Store::open(Path::new(location), StoreOptions::default()).unwrap();
+    store
+        .save(WORKFLOW, json!({"n": 0, "pad": "x".repeat(1000)}), None)
+        .unwrap();
+    let started = Instant::now();
+    for _ in 0..n {
+        store.update(WORKFLOW, increment).unwrap();
+    }
+    n as f64 / started.elapsed().as_secs_f64()
+}
+
+/// `procs` processes each doing `per_proc` updates of one workflow at once:
+/// total updates per second of wall time.
+fn parallel_updates(location: &str, procs: usize, per_proc: usize) -> f64 {
+    let started = Instant::now();
+    let workers: Vec<Child> = (0..procs)
+        .map(|_| spawn_worker(&["update", location, &per_proc.to_string()]))
+        .collect();
+    for w in workers {
+        assert!(
+            w.wait_with_output().unwrap().status.success(),
+            "update worker failed"
+        );
+    }
+    (procs * per_proc) as f64 / started.elapsed().as_secs_f64()
+}
+
+/// A fresh store in the schema `wfstate_bench` of the database at `url`.
+#[cfg(feature = "postgres")]
+fn pg_bench_store(url: &str) -> String {
+    let mut admin = postgres::Client::connect(url, postgres::NoTls).expect("connect to --pg");
+    admin
+        .batch_execute("DROP SCHEMA IF EXISTS wfstate_bench CASCADE")
+        .unwrap();
+    let separator = if url.contains('?') { '&' } else { '?' };
+    let store = format!("{url}{separator}options=-csearch_path%3Dwfstate_bench");
+    Store::init(Path::new(&store), StoreOptions::default()).unwrap();
+    store
 }
 
 fn path_str(p: &Path) -> &str {

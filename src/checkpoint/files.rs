@@ -330,20 +330,13 @@ impl FileCheckpoints {
         let dir = self.workflow_dir(workflow)?;
         // Only committed checkpoints count, and the newest of them is kept.
         records.retain(|r| dir.join(format!("{}.json", r.id)).exists());
-        let Some(latest) = records.last().map(|r| r.id.clone()) else {
-            return Ok(Vec::new());
-        };
-        let keep_from = policy
-            .keep_last
-            .map_or(0, |n| records.len().saturating_sub(n));
-        let cutoff_us = policy
-            .older_than
-            .map(|age| (clock::now_micros() as u64).saturating_sub(age.as_micros() as u64));
+        let ages: Vec<u64> = records.iter().map(|r| r.created_us).collect();
         let (mut selected, mut kept) = (Vec::new(), Vec::new());
-        for (i, record) in records.into_iter().enumerate() {
-            let by_count = policy.keep_last.is_none() || i < keep_from;
-            let by_age = cutoff_us.is_none_or(|cut| record.created_us < cut);
-            if record.id != latest && by_count && by_age {
+        for (record, prune) in records
+            .into_iter()
+            .zip(super::select_for_pruning(&ages, policy))
+        {
+            if prune {
                 selected.push(record);
             } else {
                 kept.push(record);
@@ -440,39 +433,29 @@ impl CheckpointBackend for FileCheckpoints {
             },
             _ => None,
         };
-        let parent = match new.parent {
+        let parent = match &new.parent {
             ParentChoice::Root => None,
             ParentChoice::Latest => self.latest_record(&workflow)?.map(|r| r.id),
             ParentChoice::Id(parent) => {
-                validate_id(&parent)?;
-                if !self.committed(&workflow, &parent)? {
+                validate_id(parent)?;
+                if !self.committed(&workflow, parent)? {
                     return Err(Error::NotFound {
                         what: format!("parent checkpoint {parent} in workflow {workflow:?}"),
                         path: None,
                     });
                 }
-                Some(parent)
+                Some(parent.clone())
             }
         };
         let id = id::next_after(newest_id.as_deref());
         let created_us = clock::now_micros() as u64;
-        let checkpoint = Checkpoint {
-            format: super::CHECKPOINT_FORMAT.to_string(),
-            id: id.clone(),
-            workflow: workflow.clone(),
+        let checkpoint = Checkpoint::assemble(
+            new,
+            id.clone(),
             parent,
-            created_at: micros_to_rfc3339(created_us),
-            phase: new.phase,
-            item: new.item,
-            message: new.message,
-            context_summary: new.context_summary,
-            key_decisions: new.key_decisions,
-            files: new.files,
+            micros_to_rfc3339(created_us),
             state,
-            origin: new.origin,
-            checksum: String::new(),
-        }
-        .seal();
+        );
         let bytes = checkpoint.to_bytes();
         if bytes.len() as u64 > self.max_bytes {
             return Err(Error::TooLarge {
@@ -607,11 +590,7 @@ impl CheckpointBackend for FileCheckpoints {
     }
 
     fn prune(&self, policy: &PrunePolicy) -> Result<Vec<Pruned>> {
-        if policy.older_than.is_none() && policy.keep_last.is_none() {
-            return Err(Error::InvalidInput(
-                "prune needs a rule: --older-than DAYS and/or --keep-last N".into(),
-            ));
-        }
+        super::require_rule(policy)?;
         let workflows = self.named_or_all(policy.workflow.as_deref())?;
         let mut pruned = Vec::new();
         for workflow in workflows {

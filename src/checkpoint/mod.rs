@@ -93,6 +93,34 @@ pub enum ParentChoice {
 }
 
 impl Checkpoint {
+    /// A new sealed checkpoint of `new.workflow` from what the caller gave
+    /// and what the backend decided (id, parent, time).
+    pub(crate) fn assemble(
+        new: NewCheckpoint,
+        id: String,
+        parent: Option<String>,
+        created_at: String,
+        state: Option<StateSnapshot>,
+    ) -> Checkpoint {
+        Checkpoint {
+            format: CHECKPOINT_FORMAT.to_string(),
+            id,
+            workflow: new.workflow,
+            parent,
+            created_at,
+            phase: new.phase,
+            item: new.item,
+            message: new.message,
+            context_summary: new.context_summary,
+            key_decisions: new.key_decisions,
+            files: new.files,
+            state,
+            origin: new.origin,
+            checksum: String::new(),
+        }
+        .seal()
+    }
+
     /// Serializes the sealed document.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut bytes = serde_json::to_vec_pretty(self).expect("a checkpoint always serializes");
@@ -246,6 +274,28 @@ pub struct PrunePolicy {
     pub dry_run: bool,
 }
 
+/// Which of a workflow's committed checkpoints `policy` prunes, given their
+/// creation times (Unix microseconds) oldest first. The newest is never
+/// pruned.
+pub(crate) fn select_for_pruning(created_us: &[u64], policy: &PrunePolicy) -> Vec<bool> {
+    let keep_from = policy
+        .keep_last
+        .map_or(0, |n| created_us.len().saturating_sub(n));
+    let cutoff_us = policy
+        .older_than
+        .map(|age| (crate::clock::now_micros() as u64).saturating_sub(age.as_micros() as u64));
+    let newest = created_us.len().saturating_sub(1);
+    created_us
+        .iter()
+        .enumerate()
+        .map(|(i, &created)| {
+            let by_count = policy.keep_last.is_none() || i < keep_from;
+            let by_age = cutoff_us.is_none_or(|cut| created < cut);
+            i != newest && by_count && by_age
+        })
+        .collect()
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Pruned {
     pub workflow: String,
@@ -259,6 +309,16 @@ pub struct IndexRepair {
     pub workflow: String,
     pub problem: String,
     pub checkpoints: usize,
+}
+
+/// Checks a prune policy names a rule.
+pub(crate) fn require_rule(policy: &PrunePolicy) -> Result<()> {
+    if policy.older_than.is_none() && policy.keep_last.is_none() {
+        return Err(Error::InvalidInput(
+            "prune needs a rule: --older-than DAYS and/or --keep-last N".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// What every checkpoint backend provides.

@@ -48,6 +48,89 @@ impl LockMode {
     }
 }
 
+/// A held lock of any backend, released when dropped.
+pub trait LockHold {
+    fn name(&self) -> &str;
+    fn mode(&self) -> LockMode;
+    /// Lets processes spawned from now on keep the lock after this process
+    /// exits (see [`LockGuard::share_with_children`]). `Ok(false)`: the
+    /// backend cannot hand a lock to a child (a PostgreSQL lock lives in this
+    /// process's connection), so the lock ends with this process.
+    fn share_with_children(&self) -> Result<bool>;
+    /// Checks that the lock is still held: a database lock is lost if its
+    /// connection ends (the server was restarted, or an administrator
+    /// terminated the session). A kernel lock cannot be lost.
+    fn still_held(&self) -> Result<()>;
+}
+
+/// Named user locks, whatever keeps them.
+pub trait NamedLocks: Send + Sync {
+    /// Acquires the lock `name` as `request` says.
+    fn acquire(&self, name: &str, request: LockRequest<'_>) -> Result<Box<dyn LockHold>>;
+    /// Status of the lock `name`.
+    fn status(&self, name: &str) -> Result<LockStatus>;
+    /// Status of every lock that has been used in this store.
+    fn list(&self) -> Result<Vec<LockStatus>>;
+
+    /// Waits up to `timeout` (forever if `None`) for the exclusive lock `name`.
+    fn exclusive(&self, name: &str, timeout: Option<Duration>) -> Result<Box<dyn LockHold>> {
+        self.acquire(name, plain_request(LockMode::Exclusive, timeout))
+    }
+
+    /// Waits up to `timeout` (forever if `None`) for the shared lock `name`.
+    fn shared(&self, name: &str, timeout: Option<Duration>) -> Result<Box<dyn LockHold>> {
+        self.acquire(name, plain_request(LockMode::Shared, timeout))
+    }
+
+    /// The lock `name` in `mode` if it can be had now, else `None`.
+    fn try_acquire(&self, name: &str, mode: LockMode) -> Result<Option<Box<dyn LockHold>>> {
+        match self.acquire(name, plain_request(mode, Some(Duration::ZERO))) {
+            Ok(guard) => Ok(Some(guard)),
+            Err(Error::LockTimeout { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// A request with the default purpose (the command line), a holder
+/// record, and no wait notice: what [`LockManager::exclusive`] does.
+fn plain_request(mode: LockMode, timeout: Option<Duration>) -> LockRequest<'static> {
+    LockRequest {
+        mode,
+        timeout,
+        purpose: None,
+        recording: Recording::Durable,
+        notice: None,
+    }
+}
+
+impl LockHold for LockGuard {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn mode(&self) -> LockMode {
+        self.mode
+    }
+    fn share_with_children(&self) -> Result<bool> {
+        LockGuard::share_with_children(self).map(|()| true)
+    }
+    fn still_held(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+impl NamedLocks for LockManager {
+    fn acquire(&self, name: &str, request: LockRequest<'_>) -> Result<Box<dyn LockHold>> {
+        LockManager::acquire(self, name, request).map(|g| Box::new(g) as Box<dyn LockHold>)
+    }
+    fn status(&self, name: &str) -> Result<LockStatus> {
+        LockManager::status(self, name)
+    }
+    fn list(&self) -> Result<Vec<LockStatus>> {
+        LockManager::list(self)
+    }
+}
+
 /// Filesystem magic numbers (statfs `f_type`) of network filesystems on
 /// which flock is emulated or local to one client, so it cannot exclude a
 /// process on another machine.

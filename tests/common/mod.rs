@@ -9,7 +9,39 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_wfstate");
 
 pub struct Scratch {
     pub dir: tempfile::TempDir,
+    /// A store folder, or a PostgreSQL URL.
     pub store: PathBuf,
+    /// The schema a PostgreSQL scratch store lives in (dropped at the end).
+    pub pg_schema: Option<String>,
+}
+
+/// Where the PostgreSQL tests find a server when `WFSTATE_TEST_PG` is unset
+/// (the database `.ci/run` creates).
+pub const DEFAULT_TEST_PG: &str = "postgres://wfstate:wfstate@127.0.0.1:5432/wfstate_test";
+
+pub fn test_pg_url() -> String {
+    std::env::var("WFSTATE_TEST_PG").unwrap_or_else(|_| DEFAULT_TEST_PG.to_string())
+}
+
+/// A connection to the test database outside any scratch schema.
+#[cfg(feature = "postgres")]
+pub fn pg_admin(search_path: Option<&str>) -> Result<postgres::Client, postgres::Error> {
+    let mut client = postgres::Client::connect(&test_pg_url(), postgres::NoTls)?;
+    if let Some(schema) = search_path {
+        client.batch_execute(&format!("SET search_path = \"{schema}\""))?;
+    }
+    Ok(client)
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        #[cfg(feature = "postgres")]
+        if let Some(schema) = &self.pg_schema
+            && let Ok(mut admin) = pg_admin(None)
+        {
+            let _ = admin.batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"));
+        }
+    }
 }
 
 impl Scratch {
@@ -24,7 +56,66 @@ impl Scratch {
             .output()
             .expect("run wfstate init");
         assert!(out.status.success(), "init failed: {}", text(&out.stderr));
-        Scratch { dir, store }
+        Scratch {
+            dir,
+            store,
+            pg_schema: None,
+        }
+    }
+
+    #[cfg(feature = "postgres")]
+    /// A store in a fresh schema of the test database, initialized with
+    /// `wfstate init`. `None` (after saying so on stderr) when no server is
+    /// reachable, unless `WFSTATE_TEST_PG_REQUIRED=1`, which CI sets: there
+    /// an unreachable server fails the test.
+    pub fn postgres(test: &str) -> Option<Scratch> {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let base = test_pg_url();
+        if let Err(e) = pg_admin(None) {
+            let required = std::env::var("WFSTATE_TEST_PG_REQUIRED").is_ok_and(|v| v == "1");
+            assert!(
+                !required,
+                "PostgreSQL required (WFSTATE_TEST_PG_REQUIRED=1) but not reachable at {base}: {e}"
+            );
+            eprintln!(
+                "SKIPPED {test} on PostgreSQL: no server at {base} ({e}); \
+                 set WFSTATE_TEST_PG to a database URL to run it"
+            );
+            return None;
+        }
+        let short: String = test
+            .chars()
+            .filter(char::is_ascii_alphanumeric)
+            .take(30)
+            .collect();
+        let schema = format!(
+            "t_{}_{}_{}",
+            short.to_lowercase(),
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        let separator = if base.contains('?') { '&' } else { '?' };
+        let url = format!("{base}{separator}options=-csearch_path%3D{schema}");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let scratch = Scratch {
+            dir,
+            store: PathBuf::from(url),
+            pg_schema: Some(schema),
+        };
+        let out = scratch.run(&["init"]);
+        assert!(out.status.success(), "init failed: {}", text(&out.stderr));
+        Some(scratch)
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        self.pg_schema.is_some()
+    }
+
+    /// An SQL connection inside this store's schema (PostgreSQL only).
+    #[cfg(feature = "postgres")]
+    pub fn sql(&self) -> postgres::Client {
+        pg_admin(self.pg_schema.as_deref()).expect("connect to the test database")
     }
 
     /// A `wfstate --store <store>` command, ready for more arguments.
@@ -59,6 +150,46 @@ impl Scratch {
     pub fn state_file(&self, workflow: &str) -> PathBuf {
         self.store.join("state").join(format!("{workflow}.json"))
     }
+}
+
+/// Polls `done` every 5 ms; fails the test after 20 s.
+pub fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let started = std::time::Instant::now();
+    while !done() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "never happened: {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+/// A shell loop that waits for `release` to appear, bounded so that a failed
+/// test can never leave it running (30 s at most).
+pub fn wait_for_file(release: &Path) -> String {
+    format!(
+        "i=0; while [ ! -e '{}' ] && [ $i -lt 3000 ]; do sleep 0.01; i=$((i+1)); done",
+        release.display()
+    )
+}
+
+pub fn sigkill(child: &std::process::Child) {
+    let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+    let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+}
+
+/// `wfstate lock status NAME --json`.
+pub fn lock_status(s: &Scratch, name: &str) -> serde_json::Value {
+    stdout_json(&s.run(&["--json", "lock", "status", name]))
+}
+
+/// `wfstate lock run res ARGS -- sh -c SCRIPT`, not yet started.
+pub fn lock_run(s: &Scratch, args: &[&str], script: &str) -> Command {
+    let mut c = s.cmd();
+    c.args(["lock", "run", "res"])
+        .args(args)
+        .args(["--", "sh", "-c", script]);
+    c
 }
 
 pub fn text(bytes: &[u8]) -> String {

@@ -21,7 +21,7 @@ use wfstate::{Error, InitOutcome, LockMode, STORE_DIR_NAME, StateDoc, Store, Sto
 const AFTER_HELP: &str = "\
 Exit codes:
   0  success
-  1  not found, or another failure (I/O, lock misuse, size limit)
+  1  not found, or another failure (I/O, database, lock misuse, size limit)
   2  usage error, invalid name or invalid input
   3  integrity error: corrupt, truncated or unsupported data (left untouched)
   4  conflict: the generation moved (--expect-generation)
@@ -30,8 +30,15 @@ Exit codes:
 #[derive(Parser)]
 #[command(name = "wfstate", version, about = "Durable, verifiable state for long-running workflows", after_help = AFTER_HELP)]
 struct Cli {
-    /// The store folder itself (default: nearest .wfstate/ up from the current directory)
-    #[arg(long, global = true, env = "WFSTATE_STORE", value_name = "DIR")]
+    /// The store folder itself (default: nearest .wfstate/ up from the current
+    /// directory), or a PostgreSQL URL: postgres://user:password@host:port/db
+    #[arg(
+        long,
+        global = true,
+        env = "WFSTATE_STORE",
+        hide_env_values = true,
+        value_name = "DIR|URL"
+    )]
     store: Option<PathBuf>,
     /// Print exactly one JSON value on stdout
     #[arg(long, global = true)]
@@ -195,6 +202,11 @@ enum LockCommand {
     /// --no-inherit to keep the lock to wfstate alone. Prints nothing on
     /// stdout (stdout belongs to CMD). If CMD cannot be started: exit 127
     /// (not found) or 126; if it dies of a signal: 128 + the signal number.
+    ///
+    /// On a PostgreSQL store the lock lives in wfstate's own database
+    /// session, so it cannot be inherited: it ends when wfstate ends. If the
+    /// session is lost while CMD runs (server restart, pg_terminate_backend),
+    /// wfstate says so and exits 1 even if CMD succeeded.
     #[command(verbatim_doc_comment)]
     Run {
         name: String,
@@ -349,6 +361,7 @@ fn exit_code(err: &Error) -> u8 {
         | Error::StoreNotFound(_)
         | Error::LockMisuse { .. }
         | Error::TooLarge { .. }
+        | Error::Database { .. }
         | Error::Io { .. } => 1,
         Error::InvalidName { .. } | Error::InvalidInput(_) => 2,
         Error::Integrity { .. } => 3,
@@ -364,6 +377,7 @@ fn error_kind(err: &Error) -> &'static str {
         Error::LockMisuse { .. } => "lock_misuse",
         Error::TooLarge { .. } => "too_large",
         Error::Io { .. } => "io",
+        Error::Database { .. } => "database",
         Error::InvalidName { .. } => "invalid_name",
         Error::InvalidInput(_) => "invalid_input",
         Error::Integrity { .. } => "integrity",
@@ -377,15 +391,18 @@ fn run(cli: Cli, json: bool, matches: &ArgMatches) -> wfstate::Result<Outcome> {
     match cli.command {
         Command::Init => {
             let path = cli.store.unwrap_or_else(|| cwd.join(STORE_DIR_NAME));
-            let (_, outcome) = Store::init(&path, StoreOptions::default())?;
+            let (store, outcome) = Store::init(&path, StoreOptions::default())?;
+            // The store's own description: for a database URL it leaves out
+            // the password.
+            let location = store.location();
             let created = outcome == InitOutcome::Created;
             let text = if created {
-                format!("Initialized wfstate store at {}", path.display())
+                format!("Initialized wfstate store at {location}")
             } else {
-                format!("{} is already a wfstate store", path.display())
+                format!("{location} is already a wfstate store (schema up to date)")
             };
             Ok(Outcome::ok(
-                json!({"store": path.display().to_string(), "created": created}),
+                json!({"store": location, "created": created}),
                 text,
             ))
         }
@@ -413,9 +430,9 @@ fn run(cli: Cli, json: bool, matches: &ArgMatches) -> wfstate::Result<Outcome> {
             let path = store::locate(cli.store.as_deref(), &cwd)?;
             let store = open_store(&path, None)?;
             let report = if repair {
-                wfstate::health::repair(&path, &store)?
+                wfstate::health::repair(&store)?
             } else {
-                wfstate::health::check(&path, &store)?
+                wfstate::health::check(&store)?
             };
             Ok(health_outcome(&report))
         }
@@ -615,7 +632,7 @@ fn run_audit(store: &Store, command: AuditCommand) -> wfstate::Result<Outcome> {
                 Some(bad) => {
                     eprintln!(
                         "wfstate: audit log {} is not valid: line {}: {}",
-                        audit.path().display(),
+                        audit.location(),
                         bad.line,
                         bad.reason
                     );
@@ -689,13 +706,23 @@ fn run_lock(path: &Path, command: LockCommand) -> wfstate::Result<Outcome> {
                 },
             )?;
             if !no_inherit {
+                // A database lock cannot be handed to CMD: it ends with
+                // this process either way (see `lock run --help`).
                 guard.share_with_children()?;
             }
             let status = std::process::Command::new(&command[0])
                 .args(&command[1..])
                 .status();
+            // A database lock can be lost while CMD runs (its session was
+            // terminated); then CMD did not run under the lock, and a zero
+            // exit must not claim it did.
+            let lost = guard.still_held().err();
             drop(guard);
+            if let Some(lost) = &lost {
+                eprintln!("wfstate: error: {lost}");
+            }
             let code = match status {
+                Ok(status) if status.success() && lost.is_some() => 1,
                 Ok(status) => exit_status_code(status),
                 Err(e) => {
                     eprintln!(

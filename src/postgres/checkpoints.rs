@@ -1,0 +1,358 @@
+//! Checkpoints in PostgreSQL: one row per checkpoint holding the sealed
+//! document, with the columns listings and lineage walks need. Listing and
+//! `latest` use the `(workflow, id)` index; UUIDv7 ids sort by time, so
+//! newest first is `ORDER BY id DESC`.
+
+use super::{Db, PgAudit};
+use crate::checkpoint::{
+    Chain, ChainLink, ChainStop, Checkpoint, CheckpointBackend, IndexRepair, ListContent,
+    ListEntry, ListQuery, NewCheckpoint, ParentChoice, PrunePolicy, Pruned, StateSnapshot,
+    require_rule, select_for_pruning, validate_id,
+};
+use crate::clock;
+use crate::error::{Error, Result};
+use crate::id;
+use crate::name::validate_name;
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub(crate) struct PgCheckpoints {
+    db: Arc<Db>,
+    audit: PgAudit,
+    max_bytes: u64,
+    lock_timeout: Option<Duration>,
+}
+
+impl PgCheckpoints {
+    pub(crate) fn new(
+        db: Arc<Db>,
+        audit: PgAudit,
+        max_bytes: u64,
+        lock_timeout: Option<Duration>,
+    ) -> Self {
+        PgCheckpoints {
+            db,
+            audit,
+            max_bytes,
+            lock_timeout,
+        }
+    }
+
+    fn decode(&self, id: &str, workflow: &str, document: &str) -> Result<Checkpoint> {
+        Checkpoint::decode(
+            document.as_bytes(),
+            &self.db.row_path("wfstate_checkpoints", id),
+            id,
+            workflow,
+        )
+    }
+
+    fn workflows_of(&self, workflow: Option<&str>) -> Result<Vec<String>> {
+        match workflow {
+            Some(w) => {
+                validate_name(w)?;
+                Ok(vec![w.to_string()])
+            }
+            None => self.workflows(),
+        }
+    }
+
+    fn prune_workflow(&self, workflow: &str, policy: &PrunePolicy) -> Result<Vec<Pruned>> {
+        self.db
+            .transaction("prune checkpoints", self.lock_timeout, |tx| {
+                self.db.xact_lock(tx, "checkpoint", workflow)?;
+                let rows = tx.query(
+                    "SELECT id, created_at FROM wfstate_checkpoints WHERE workflow = $1 ORDER BY id",
+                    &[&workflow],
+                )?;
+                let records: Vec<(String, String)> =
+                    rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+                let ages: Vec<u64> = records
+                    .iter()
+                    .map(|(_, created)| clock::parse_rfc3339_micros(created).unwrap_or(0))
+                    .collect();
+                let pruned: Vec<Pruned> = records
+                    .into_iter()
+                    .zip(select_for_pruning(&ages, policy))
+                    .filter(|(_, prune)| *prune)
+                    .map(|((id, created_at), _)| Pruned {
+                        workflow: workflow.to_string(),
+                        id,
+                        created_at,
+                    })
+                    .collect();
+                if policy.dry_run || pruned.is_empty() {
+                    return Ok(pruned);
+                }
+                let ids: Vec<&str> = pruned.iter().map(|p| p.id.as_str()).collect();
+                tx.execute(
+                    "DELETE FROM wfstate_checkpoints WHERE workflow = $1 AND id = ANY($2)",
+                    &[&workflow, &ids],
+                )?;
+                self.audit.append_one_in(
+                    tx,
+                    "checkpoint_prune",
+                    serde_json::json!({"workflow": workflow, "ids": ids}),
+                )?;
+                Ok(pruned)
+            })
+    }
+}
+
+impl CheckpointBackend for PgCheckpoints {
+    fn create(&self, new: NewCheckpoint, state: Option<StateSnapshot>) -> Result<Checkpoint> {
+        let workflow = new.workflow.clone();
+        validate_name(&workflow)?;
+        if let ParentChoice::Id(parent) = &new.parent {
+            validate_id(parent)?;
+        }
+        self.db
+            .transaction("create checkpoint", self.lock_timeout, |tx| {
+                // Creators of one workflow's checkpoints queue here, so ids
+                // and "latest" parents are assigned in order.
+                self.db.xact_lock(tx, "checkpoint", &workflow)?;
+                let newest: Option<String> = tx
+                    .query_opt(
+                        "SELECT id FROM wfstate_checkpoints WHERE workflow = $1 \
+                         ORDER BY id DESC LIMIT 1",
+                        &[&workflow],
+                    )?
+                    .map(|r| r.get(0));
+                let parent = match &new.parent {
+                    ParentChoice::Root => None,
+                    ParentChoice::Latest => newest.clone(),
+                    ParentChoice::Id(parent) => {
+                        let exists = tx
+                            .query_opt(
+                                "SELECT 1 FROM wfstate_checkpoints WHERE workflow = $1 AND id = $2",
+                                &[&workflow, parent],
+                            )?
+                            .is_some();
+                        if !exists {
+                            return Err(Error::NotFound {
+                                what: format!(
+                                    "parent checkpoint {parent} in workflow {workflow:?}"
+                                ),
+                                path: None,
+                            }
+                            .into());
+                        }
+                        Some(parent.clone())
+                    }
+                };
+                let id = id::next_after(newest.as_deref());
+                let checkpoint = Checkpoint::assemble(
+                    new.clone(),
+                    id.clone(),
+                    parent,
+                    clock::now_rfc3339(),
+                    state.clone(),
+                );
+                let bytes = checkpoint.to_bytes();
+                if bytes.len() as u64 > self.max_bytes {
+                    return Err(Error::TooLarge {
+                        what: format!("checkpoint of workflow {workflow:?}"),
+                        size: bytes.len() as u64,
+                        limit: self.max_bytes,
+                    }
+                    .into());
+                }
+                let text = String::from_utf8(bytes).expect("serde_json writes UTF-8");
+                tx.execute(
+                    "INSERT INTO wfstate_checkpoints (id, workflow, parent, created_at, phase, document) \
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                    &[
+                        &checkpoint.id,
+                        &workflow,
+                        &checkpoint.parent,
+                        &checkpoint.created_at,
+                        &checkpoint.phase,
+                        &text,
+                    ],
+                )?;
+                self.audit.append_one_in(
+                    tx,
+                    "checkpoint_create",
+                    serde_json::json!({"workflow": workflow, "id": id,
+                                       "parent": checkpoint.parent,
+                                       "checksum": checkpoint.checksum}),
+                )?;
+                Ok(checkpoint)
+            })
+    }
+
+    fn get(&self, id: &str) -> Result<Checkpoint> {
+        validate_id(id)?;
+        let row = self.db.with("read checkpoint", |c| {
+            Ok(c.query_opt(
+                "SELECT workflow, document FROM wfstate_checkpoints WHERE id = $1",
+                &[&id],
+            )?
+            .map(|r| (r.get::<_, String>(0), r.get::<_, String>(1))))
+        })?;
+        let (workflow, document) = row.ok_or_else(|| Error::NotFound {
+            what: format!("checkpoint {id}"),
+            path: None,
+        })?;
+        self.decode(id, &workflow, &document)
+    }
+
+    fn latest(&self, workflow: &str) -> Result<Option<Checkpoint>> {
+        validate_name(workflow)?;
+        let row = self.db.with("read checkpoint", |c| {
+            Ok(c.query_opt(
+                "SELECT id, document FROM wfstate_checkpoints WHERE workflow = $1 \
+                 ORDER BY id DESC LIMIT 1",
+                &[&workflow],
+            )?
+            .map(|r| (r.get::<_, String>(0), r.get::<_, String>(1))))
+        })?;
+        row.map(|(id, document)| self.decode(&id, workflow, &document))
+            .transpose()
+    }
+
+    fn list(&self, query: &ListQuery) -> Result<Vec<ListEntry>> {
+        if let Some(before) = &query.before {
+            validate_id(before)?;
+        }
+        if let Some(workflow) = &query.workflow {
+            validate_name(workflow)?;
+        }
+        let limit = query.limit.min(i64::MAX as usize) as i64;
+        let rows = self.db.with("list checkpoints", |c| {
+            Ok(c.query(
+                "SELECT id, workflow, created_at, parent, document FROM wfstate_checkpoints \
+                 WHERE ($1::text IS NULL OR workflow = $1) \
+                   AND ($2::text IS NULL OR phase = $2) \
+                   AND ($3::text IS NULL OR id < $3) \
+                 ORDER BY id DESC LIMIT $4",
+                &[&query.workflow, &query.phase, &query.before, &limit],
+            )?)
+        })?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let id: String = r.get(0);
+                let workflow: String = r.get(1);
+                let content = match self.decode(&id, &workflow, r.get(4)) {
+                    Ok(cp) => ListContent::Ok {
+                        phase: cp.phase,
+                        item: cp.item,
+                        message: cp.message,
+                    },
+                    Err(e) => ListContent::Corrupt {
+                        error: e.to_string(),
+                    },
+                };
+                ListEntry {
+                    id,
+                    workflow,
+                    created_at: r.get(2),
+                    parent: r.get(3),
+                    content,
+                }
+            })
+            .collect())
+    }
+
+    fn chain(&self, id: &str, max_depth: usize) -> Result<Chain> {
+        validate_id(id)?;
+        // One recursive query walks parent links within the workflow. It is
+        // bounded by depth rather than by cycle tracking (which costs the
+        // chain's length per step); a cycle shows up below as a repeat.
+        let depth_bound = max_depth.saturating_add(1).min(i32::MAX as usize) as i32;
+        let rows = self.db.with("walk a checkpoint lineage", |c| {
+            Ok(c.query(
+                "WITH RECURSIVE lineage(id, workflow, parent, created_at, depth) AS ( \
+                   SELECT id, workflow, parent, created_at, 1 FROM wfstate_checkpoints WHERE id = $1 \
+                   UNION ALL \
+                   SELECT p.id, p.workflow, p.parent, p.created_at, l.depth + 1 \
+                   FROM lineage l JOIN wfstate_checkpoints p \
+                     ON p.id = l.parent AND p.workflow = l.workflow \
+                   WHERE l.depth < $2) \
+                 SELECT id, parent, created_at FROM lineage ORDER BY depth",
+                &[&id, &depth_bound],
+            )?)
+        })?;
+        if rows.is_empty() {
+            return Err(Error::NotFound {
+                what: format!("checkpoint {id}"),
+                path: None,
+            });
+        }
+        let mut links: Vec<ChainLink> = Vec::new();
+        let mut seen = HashSet::new();
+        let mut rows = rows.iter();
+        let stopped = loop {
+            if links.len() == max_depth {
+                break Some(ChainStop::MaxDepth { depth: max_depth });
+            }
+            let Some(row) = rows.next() else {
+                let last = links.last().expect("the first row exists");
+                break Some(ChainStop::MissingParent {
+                    at: last.id.clone(),
+                    missing: last
+                        .parent
+                        .clone()
+                        .expect("walk continues only with a parent"),
+                });
+            };
+            let link = ChainLink {
+                id: row.get(0),
+                parent: row.get(1),
+                created_at: row.get(2),
+            };
+            seen.insert(link.id.clone());
+            let parent = link.parent.clone();
+            links.push(link);
+            match parent {
+                None => break None,
+                Some(p) if seen.contains(&p) => {
+                    let at = links.last().expect("just pushed").id.clone();
+                    break Some(ChainStop::Cycle { at, repeats: p });
+                }
+                Some(_) => {}
+            }
+        };
+        Ok(Chain { links, stopped })
+    }
+
+    fn prune(&self, policy: &PrunePolicy) -> Result<Vec<Pruned>> {
+        require_rule(policy)?;
+        let mut pruned = Vec::new();
+        for workflow in self.workflows_of(policy.workflow.as_deref())? {
+            pruned.extend(self.prune_workflow(&workflow, policy)?);
+        }
+        Ok(pruned)
+    }
+
+    fn workflows(&self) -> Result<Vec<String>> {
+        self.db.with("list checkpoint workflows", |c| {
+            Ok(c.query(
+                "SELECT DISTINCT workflow FROM wfstate_checkpoints ORDER BY workflow",
+                &[],
+            )?
+            .iter()
+            .map(|r| r.get(0))
+            .collect())
+        })
+    }
+
+    fn take_repairs(&self) -> Vec<IndexRepair> {
+        // The database maintains its own indexes: there is nothing to repair.
+        Vec::new()
+    }
+
+    fn rebuild_index(&self, workflow: &str, _reason: &str) -> Result<usize> {
+        validate_name(workflow)?;
+        let count: i64 = self.db.with("count checkpoints", |c| {
+            Ok(c.query_one(
+                "SELECT count(*) FROM wfstate_checkpoints WHERE workflow = $1",
+                &[&workflow],
+            )?
+            .get(0))
+        })?;
+        Ok(count as usize)
+    }
+}
