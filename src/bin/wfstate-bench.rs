@@ -99,6 +99,13 @@ fn run(config: &Config) -> Map<String, Value> {
         })),
     );
 
+    // The primitives a one-sync commit could be built from (DESIGN §13):
+    // appending to a file grows it, so its fsync must also commit metadata;
+    // overwriting zeros already on disk changes no metadata.
+    let (append, overwrite) = sync_primitives_us(&dir, scale(300, 100));
+    put("append_fsync_us", append);
+    put("overwrite_fdatasync_us", overwrite);
+
     eprintln!("state update");
     let store_path = dir.join("store");
     let (store, _) = Store::init(&store_path, StoreOptions::default()).unwrap();
@@ -136,6 +143,7 @@ fn run(config: &Config) -> Map<String, Value> {
         let pg_8 = parallel_updates(&url, 8, per_proc / 2);
         put("pg_update_per_s_8proc", pg_8);
         put("pg_vs_file_update_8proc", pg_8 / file_8);
+        pg_checkpoint_figures(&url, config.quick, &mut put);
     }
 
     eprintln!("sqlite");
@@ -275,26 +283,7 @@ fn checkpoint_figures(dir: &Path, quick: bool, put: &mut impl FnMut(&str, f64)) 
     let started = Instant::now();
     for i in 0..count {
         let id = wfstate::id::next_after(previous.as_deref());
-        let cp = Checkpoint {
-            format: wfstate::checkpoint::CHECKPOINT_FORMAT.into(),
-            id: id.clone(),
-            workflow: big.into(),
-            parent: previous.clone(),
-            created_at: wfstate::clock::now_rfc3339(),
-            phase: Some(if i % 10 == 0 { "REVIEW" } else { "BUILD" }.into()),
-            item: None,
-            message: Some(format!("checkpoint {i}")),
-            context_summary: None,
-            key_decisions: Vec::new(),
-            files: Vec::new(),
-            state: Some(StateSnapshot {
-                generation: i as u64 + 1,
-                data: json!({"i": i}),
-            }),
-            origin: None,
-            checksum: String::new(),
-        }
-        .seal();
+        let cp = bench_checkpoint(big, &id, previous.clone(), i);
         // Setup only: plain writes, no fsync. What is measured below are reads.
         std::fs::write(wf_dir.join(format!("{id}.json")), cp.to_bytes()).unwrap();
         previous = Some(id);
@@ -456,6 +445,29 @@ fn payload(i: usize) -> Vec<u8> {
 }
 
 /// The cheapest durable write there is: overwrite 1 KiB in place + fsync.
+/// Medians of (append 1 KiB + fsync, overwrite 1 KiB of pre-written zeros
+/// at a fresh offset + fdatasync).
+fn sync_primitives_us(dir: &Path, n: usize) -> (f64, f64) {
+    let log = File::create(dir.join("append-log")).unwrap();
+    let mut len = 0u64;
+    let append = median(&time_each(n, |i| {
+        let bytes = payload(i);
+        log.write_all_at(&bytes, len).unwrap();
+        len += bytes.len() as u64;
+        log.sync_all().unwrap();
+    }));
+    let slab = File::create(dir.join("zeroed-slab")).unwrap();
+    let chunk = payload(0).len() as u64;
+    slab.write_all_at(&vec![0u8; (chunk * n as u64) as usize], 0)
+        .unwrap();
+    slab.sync_all().unwrap();
+    let overwrite = median(&time_each(n, |i| {
+        slab.write_all_at(&payload(i), i as u64 * chunk).unwrap();
+        slab.sync_data().unwrap();
+    }));
+    (append, overwrite)
+}
+
 fn fsync_floor_us(dir: &Path, n: usize) -> f64 {
     let file = File::create(dir.join("floor")).unwrap();
     file.write_all_at(&payload(0), 0).unwrap();
@@ -518,6 +530,116 @@ fn parallel_updates(location: &str, procs: usize, per_proc: usize) -> f64 {
         );
     }
     (procs * per_proc) as f64 / started.elapsed().as_secs_f64()
+}
+
+/// The checkpoint read figures of `checkpoint_figures` on PostgreSQL:
+/// creation through the store, then latest / a page of 20 / a 10,000-link
+/// chain among 100,000 rows (10,000 with --quick) of one workflow.
+#[cfg(feature = "postgres")]
+fn pg_checkpoint_figures(url: &str, quick: bool, put: &mut impl FnMut(&str, f64)) {
+    let store = Store::open(Path::new(url), StoreOptions::default()).unwrap();
+    store
+        .save(
+            "cp",
+            json!({"phase": "BUILD", "pad": "x".repeat(1000)}),
+            None,
+        )
+        .unwrap();
+    let create_times = time_each(if quick { 100 } else { 300 }, |i| {
+        store
+            .create_checkpoint(NewCheckpoint {
+                workflow: "cp".into(),
+                message: Some(format!("step {i}")),
+                ..NewCheckpoint::default()
+            })
+            .unwrap();
+    });
+    put("pg_checkpoint_create_us", median(&create_times));
+
+    let (count, suffix) = if quick {
+        (10_000, "10k")
+    } else {
+        (100_000, "100k")
+    };
+    let big = "big";
+    // Setup only: rows inserted in one transaction. What is measured below
+    // are the store's reads.
+    let mut admin = postgres::Client::connect(url, postgres::NoTls).unwrap();
+    let mut tx = admin.transaction().unwrap();
+    let insert = tx
+        .prepare(
+            "INSERT INTO wfstate_checkpoints (id, workflow, parent, created_at, phase, document) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .unwrap();
+    let mut previous: Option<String> = None;
+    let started = Instant::now();
+    for i in 0..count {
+        let id = wfstate::id::next_after(previous.as_deref());
+        let cp = bench_checkpoint(big, &id, previous.clone(), i);
+        let text = String::from_utf8(cp.to_bytes()).unwrap();
+        tx.execute(
+            &insert,
+            &[&cp.id, &big, &cp.parent, &cp.created_at, &cp.phase, &text],
+        )
+        .unwrap();
+        previous = Some(id);
+    }
+    tx.commit().unwrap();
+    admin.batch_execute("ANALYZE wfstate_checkpoints").unwrap();
+    eprintln!(
+        "  inserted {count} checkpoint rows in {:?}",
+        started.elapsed()
+    );
+    let cps = store.checkpoints().unwrap();
+    let newest = cps.latest(big).unwrap().unwrap();
+    assert_eq!(Some(&newest.id), previous.as_ref());
+    put(
+        &format!("pg_checkpoint_latest_us_{suffix}"),
+        median(&time_each(200, |_| {
+            assert_eq!(cps.latest(big).unwrap().unwrap().id, newest.id);
+        })),
+    );
+    let query = ListQuery {
+        workflow: Some(big.into()),
+        limit: 20,
+        ..ListQuery::default()
+    };
+    put(
+        &format!("pg_checkpoint_list20_us_{suffix}"),
+        median(&time_each(200, |_| {
+            assert_eq!(cps.list(&query).unwrap().len(), 20);
+        })),
+    );
+    let chain_times: Vec<f64> = time_each(20, |_| {
+        let chain = cps.chain(&newest.id, 10_000).unwrap();
+        assert_eq!(chain.links.len(), 10_000);
+    });
+    put("pg_chain10k_ms", median(&chain_times) / 1000.0);
+}
+
+/// A filler checkpoint for the read benchmarks (every tenth in phase REVIEW).
+fn bench_checkpoint(workflow: &str, id: &str, parent: Option<String>, i: usize) -> Checkpoint {
+    Checkpoint {
+        format: wfstate::checkpoint::CHECKPOINT_FORMAT.into(),
+        id: id.to_string(),
+        workflow: workflow.into(),
+        parent,
+        created_at: wfstate::clock::now_rfc3339(),
+        phase: Some(if i % 10 == 0 { "REVIEW" } else { "BUILD" }.into()),
+        item: None,
+        message: Some(format!("checkpoint {i}")),
+        context_summary: None,
+        key_decisions: Vec::new(),
+        files: Vec::new(),
+        state: Some(StateSnapshot {
+            generation: i as u64 + 1,
+            data: json!({"i": i}),
+        }),
+        origin: None,
+        checksum: String::new(),
+    }
+    .seal()
 }
 
 /// A fresh store in the schema `wfstate_bench` of the database at `url`.

@@ -37,9 +37,11 @@ use crate::name::validate_name;
 use crate::state::StateDoc;
 use crate::store::{Backend, InitOutcome, Store, StoreOptions};
 use postgres::error::SqlState;
-use postgres::{Client, Config, NoTls, Transaction};
+use postgres::types::ToSql;
+use postgres::{Client, Config, GenericClient, NoTls, Row, Statement, Transaction};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
@@ -99,7 +101,7 @@ pub(crate) struct Db {
     location: String,
     /// The schema the tables live in (first of the search path).
     schema: String,
-    client: Mutex<Option<Client>>,
+    session: Mutex<Option<Session>>,
 }
 
 /// Parses a store URL. Options the URL gives (`?options=-csearch_path=x`,
@@ -228,6 +230,78 @@ impl From<Error> for TxError {
 
 pub(crate) type TxResult<T> = std::result::Result<T, TxError>;
 
+/// The shared connection and the statements prepared on it.
+struct Session {
+    client: Client,
+    /// Each statement the backend runs is parsed once per connection, which
+    /// saves a round trip on every later call.
+    prepared: HashMap<&'static str, Statement>,
+    /// The session's `lock_timeout`, as last set.
+    lock_timeout_ms: Option<u128>,
+}
+
+/// A connection or transaction that runs the backend's fixed statements
+/// through the session's prepared-statement cache.
+pub(crate) struct Cached<'c, C> {
+    inner: &'c mut C,
+    prepared: &'c mut HashMap<&'static str, Statement>,
+}
+
+/// A transaction with the statement cache.
+pub(crate) type Tx<'c, 't> = Cached<'c, Transaction<'t>>;
+
+impl<C: GenericClient> Cached<'_, C> {
+    fn statement(&mut self, sql: &'static str) -> std::result::Result<Statement, postgres::Error> {
+        if let Some(statement) = self.prepared.get(sql) {
+            return Ok(statement.clone());
+        }
+        let statement = self.inner.prepare(sql)?;
+        self.prepared.insert(sql, statement.clone());
+        Ok(statement)
+    }
+
+    pub(crate) fn query(
+        &mut self,
+        sql: &'static str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> std::result::Result<Vec<Row>, postgres::Error> {
+        let statement = self.statement(sql)?;
+        self.inner.query(&statement, params)
+    }
+
+    pub(crate) fn query_one(
+        &mut self,
+        sql: &'static str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> std::result::Result<Row, postgres::Error> {
+        let statement = self.statement(sql)?;
+        self.inner.query_one(&statement, params)
+    }
+
+    pub(crate) fn query_opt(
+        &mut self,
+        sql: &'static str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> std::result::Result<Option<Row>, postgres::Error> {
+        let statement = self.statement(sql)?;
+        self.inner.query_opt(&statement, params)
+    }
+
+    pub(crate) fn execute(
+        &mut self,
+        sql: &'static str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> std::result::Result<u64, postgres::Error> {
+        let statement = self.statement(sql)?;
+        self.inner.execute(&statement, params)
+    }
+
+    /// Statements built at run time (DDL), not cached.
+    pub(crate) fn batch_execute(&mut self, sql: &str) -> std::result::Result<(), postgres::Error> {
+        self.inner.batch_execute(sql)
+    }
+}
+
 impl Db {
     fn connect(url: &str) -> Result<Db> {
         let config = parse_url(url)?;
@@ -249,7 +323,11 @@ impl Db {
             config,
             location,
             schema,
-            client: Mutex::new(Some(client)),
+            session: Mutex::new(Some(Session {
+                client,
+                prepared: HashMap::new(),
+                lock_timeout_ms: None,
+            })),
         })
     }
 
@@ -274,16 +352,33 @@ impl Db {
     pub(crate) fn with<T>(
         &self,
         op: &'static str,
-        f: impl FnOnce(&mut Client) -> TxResult<T>,
+        f: impl FnOnce(&mut Cached<'_, Client>) -> TxResult<T>,
     ) -> Result<T> {
-        let mut slot = self.client.lock().unwrap_or_else(|p| p.into_inner());
-        if slot.as_ref().is_none_or(Client::is_closed) {
+        self.with_session(op, |session| {
+            f(&mut Cached {
+                inner: &mut session.client,
+                prepared: &mut session.prepared,
+            })
+        })
+    }
+
+    fn with_session<T>(
+        &self,
+        op: &'static str,
+        f: impl FnOnce(&mut Session) -> TxResult<T>,
+    ) -> Result<T> {
+        let mut slot = self.session.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.as_ref().is_none_or(|s| s.client.is_closed()) {
             *slot = None;
-            *slot = Some(self.dedicated_connection()?);
+            *slot = Some(Session {
+                client: self.dedicated_connection()?,
+                prepared: HashMap::new(),
+                lock_timeout_ms: None,
+            });
         }
-        let client = slot.as_mut().expect("connected above");
-        let result = f(client);
-        if client.is_closed() {
+        let session = slot.as_mut().expect("connected above");
+        let result = f(session);
+        if session.client.is_closed() {
             *slot = None;
         }
         result.map_err(|e| match e {
@@ -299,14 +394,24 @@ impl Db {
         &self,
         op: &'static str,
         lock_timeout: Option<Duration>,
-        f: impl FnOnce(&mut Transaction<'_>) -> TxResult<T>,
+        f: impl FnOnce(&mut Tx<'_, '_>) -> TxResult<T>,
     ) -> Result<T> {
         let location = self.location.clone();
-        self.with(op, |client| {
-            let mut tx = client.transaction()?;
+        self.with_session(op, |session| {
+            // A session setting, changed only when it differs: one round
+            // trip less per transaction than `SET LOCAL`.
             let ms = lock_timeout.map_or(0, |t| t.as_millis().max(1));
-            tx.batch_execute(&format!("SET LOCAL lock_timeout = {ms}"))?;
-            let value = f(&mut tx)?;
+            if session.lock_timeout_ms != Some(ms) {
+                session
+                    .client
+                    .batch_execute(&format!("SET lock_timeout = {ms}"))?;
+                session.lock_timeout_ms = Some(ms);
+            }
+            let mut tx = session.client.transaction()?;
+            let value = f(&mut Cached {
+                inner: &mut tx,
+                prepared: &mut session.prepared,
+            })?;
             tx.commit().map_err(|e| {
                 if e.as_db_error().is_none() {
                     TxError::Lib(Error::Database {
@@ -328,12 +433,7 @@ impl Db {
 
     /// Takes a transaction-level advisory lock (`kind:name`), waiting at
     /// most the transaction's lock timeout.
-    pub(crate) fn xact_lock(
-        &self,
-        tx: &mut Transaction<'_>,
-        kind: &str,
-        name: &str,
-    ) -> TxResult<()> {
+    pub(crate) fn xact_lock(&self, tx: &mut Tx<'_, '_>, kind: &str, name: &str) -> TxResult<()> {
         let key = advisory_key(&self.schema, kind, name);
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&key])
             .map_err(|e| self.timeout_or(e, &format!("{kind}@{name}")))?;
@@ -372,7 +472,7 @@ impl PgAudit {
     /// so they commit with the change they describe and appenders queue.
     pub(crate) fn append_in(
         &self,
-        tx: &mut Transaction<'_>,
+        tx: &mut Tx<'_, '_>,
         events: Vec<(String, Value)>,
     ) -> TxResult<Vec<AuditEntry>> {
         self.db.xact_lock(tx, "audit", "log")?;
@@ -411,7 +511,7 @@ impl PgAudit {
     /// Appends one redacted entry inside `tx`.
     pub(crate) fn append_one_in(
         &self,
-        tx: &mut Transaction<'_>,
+        tx: &mut Tx<'_, '_>,
         event: &str,
         mut data: Value,
     ) -> TxResult<()> {
@@ -651,7 +751,7 @@ impl PgBackend {
     /// Locks the workflow's row (creating a placeholder of generation 0 if
     /// it has none; the placeholder rolls back with a failed transaction)
     /// and returns its verified current state.
-    fn lock_row(&self, tx: &mut Transaction<'_>, workflow: &str) -> TxResult<Option<StateDoc>> {
+    fn lock_row(&self, tx: &mut Tx<'_, '_>, workflow: &str) -> TxResult<Option<StateDoc>> {
         tx.execute(
             "INSERT INTO wfstate_states (workflow, generation) VALUES ($1, 0) \
              ON CONFLICT (workflow) DO NOTHING",
@@ -675,7 +775,7 @@ impl PgBackend {
     /// audit entry, in the caller's transaction.
     fn write_next(
         &self,
-        tx: &mut Transaction<'_>,
+        tx: &mut Tx<'_, '_>,
         workflow: &str,
         current: u64,
         origin: Option<Value>,
