@@ -626,7 +626,14 @@ fn bench_checkpoint(workflow: &str, id: &str, parent: Option<String>, i: usize) 
         workflow: workflow.into(),
         parent,
         created_at: wfstate::clock::now_rfc3339(),
-        phase: Some(if i % 10 == 0 { "REVIEW" } else { "BUILD" }.into()),
+        phase: Some(
+            if i.is_multiple_of(10) {
+                "REVIEW"
+            } else {
+                "BUILD"
+            }
+            .into(),
+        ),
         item: None,
         message: Some(format!("checkpoint {i}")),
         context_summary: None,
