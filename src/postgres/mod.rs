@@ -205,6 +205,22 @@ pub(crate) fn db_error(op: &'static str, location: &str, e: &postgres::Error) ->
     }
 }
 
+/// Whether a failed COMMIT may nevertheless have committed. A server that
+/// is shut down or terminates the session (SQLSTATE class 57, "operator
+/// intervention") can do so after the commit record is flushed and before
+/// the reply is sent; a broken connection (class 08, or no reply at all)
+/// says nothing either. Other errors at commit (a serialization failure, a
+/// deferred constraint) mean the transaction was rolled back.
+fn commit_outcome_unknown(e: &postgres::Error) -> bool {
+    match e.code() {
+        None => true,
+        Some(code) => {
+            let class = &code.code()[..2];
+            class == "57" || class == "08"
+        }
+    }
+}
+
 fn is_lock_timeout(e: &postgres::Error) -> bool {
     e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE)
 }
@@ -413,12 +429,12 @@ impl Db {
                 prepared: &mut session.prepared,
             })?;
             tx.commit().map_err(|e| {
-                if e.as_db_error().is_none() {
+                if commit_outcome_unknown(&e) {
                     TxError::Lib(Error::Database {
                         op,
                         location: location.clone(),
                         message: format!(
-                            "the connection broke while committing, so the outcome is unknown \
+                            "the connection ended while committing, so the outcome is unknown \
                              (the change may or may not have been applied): {}",
                             db_error(op, &location, &e)
                         ),
