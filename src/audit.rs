@@ -63,16 +63,23 @@ pub struct Actor {
 }
 
 impl Actor {
+    /// This process. Host and user are looked up once per process (the
+    /// user lookup reads /etc/passwd, which every append would otherwise
+    /// pay for); the pid is read each time, so a forked child is itself.
     pub fn current() -> Actor {
-        let record = crate::lock::holder::HolderRecord::for_current_process(
-            "",
-            crate::LockMode::Exclusive,
-            Some(""),
-        );
+        static WHO: std::sync::OnceLock<(String, String)> = std::sync::OnceLock::new();
+        let (host, user) = WHO.get_or_init(|| {
+            let record = crate::lock::holder::HolderRecord::for_current_process(
+                "",
+                crate::LockMode::Exclusive,
+                Some(""),
+            );
+            (record.host, record.user)
+        });
         Actor {
-            pid: record.pid,
-            host: record.host,
-            user: record.user,
+            pid: std::process::id(),
+            host: host.clone(),
+            user: user.clone(),
         }
     }
 }
@@ -340,7 +347,9 @@ impl AuditLog {
         let mut buf: Vec<u8> = Vec::new();
         let mut ends_with_newline = None;
         loop {
-            let start = end.saturating_sub(64 * 1024);
+            // Most entries are a few hundred bytes: a small first read; the
+            // loop reads further back for longer ones.
+            let start = end.saturating_sub(8 * 1024);
             let mut chunk = vec![0u8; (end - start) as usize];
             file.seek(SeekFrom::Start(start))
                 .and_then(|_| file.read_exact(&mut chunk))

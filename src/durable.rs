@@ -357,6 +357,47 @@ pub enum ReadOutcome {
 
 /// Reads a whole store file, refusing symlinks and non-regular files and
 /// anything larger than `limit` bytes.
+/// The last `tail` bytes of `path` and the file's length, with the checks
+/// of [`read_file`] (no symlinks, regular files only, at most `limit`
+/// bytes long); `None` if it does not exist.
+pub fn read_file_tail(path: &Path, tail: u64, limit: u64) -> Result<Option<(Vec<u8>, u64)>> {
+    let opened = OpenOptions::new()
+        .read(true)
+        .custom_flags(no_follow())
+        .open(path);
+    let file = match opened {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
+            return Err(Error::integrity(
+                path,
+                "is a symlink; the store never follows symlinks",
+            ));
+        }
+        Err(e) => return Err(Error::io("open", path, e)),
+    };
+    let meta = file.metadata().map_err(|e| Error::io("stat", path, e))?;
+    if !meta.file_type().is_file() {
+        return Err(Error::integrity(
+            path,
+            format!("expected a regular file, found {}", describe_type(&meta)),
+        ));
+    }
+    let len = meta.len();
+    if len > limit {
+        return Err(Error::TooLarge {
+            what: path.display().to_string(),
+            size: len,
+            limit,
+        });
+    }
+    let start = len.saturating_sub(tail);
+    let mut bytes = vec![0u8; (len - start) as usize];
+    std::os::unix::fs::FileExt::read_exact_at(&file, &mut bytes, start)
+        .map_err(|e| Error::io("read", path, e))?;
+    Ok(Some((bytes, len)))
+}
+
 pub fn read_file(path: &Path, limit: u64) -> Result<ReadOutcome> {
     let opened = OpenOptions::new()
         .read(true)

@@ -20,6 +20,7 @@ use crate::health::HealthReport;
 use crate::lock::{LockGuard, LockManager, NamedLocks, Notice, WaitNotice};
 use crate::name::validate_name;
 use crate::state::StateDoc;
+use crate::state_log;
 use crate::store::{Backend, InitOutcome, Store, StoreOptions};
 use serde_json::{Map, Value};
 use std::io::{self, Write};
@@ -144,17 +145,82 @@ impl FileBackend {
             .workflow_exclusive(workflow, self.options.lock_timeout, Some(notice))
     }
 
-    /// Writes the next generation. The caller holds the workflow's lock and
-    /// passes the generation it read under that lock.
+    /// The verified current state and what the next write needs to know
+    /// about the files holding it (see `state_log`).
+    fn current(&self, workflow: &str) -> Result<Current> {
+        let base_path = self.state_path(workflow)?;
+        // The log before the base: see `state_log` on compaction.
+        let log = state_log::read(&self.log_path(workflow)?, workflow)?;
+        let base = match durable::read_file(&base_path, self.options.max_state_bytes)? {
+            ReadOutcome::Missing => None,
+            ReadOutcome::Found(bytes) => Some(StateDoc::decode(&bytes, &base_path, workflow)?),
+        };
+        let base_exists = base.is_some();
+        let log_ends_clean = log.as_ref().is_none_or(|l| l.ends_clean);
+        let newest = log.and_then(|l| l.newest);
+        let doc = match (base, newest) {
+            (Some(base), Some(logged)) if logged.generation > base.generation => Some(logged),
+            (Some(base), _) => Some(base),
+            (None, logged) => logged,
+        };
+        Ok(Current {
+            generation: doc.as_ref().map_or(0, |d| d.generation),
+            doc,
+            base_exists,
+            log_ends_clean,
+        })
+    }
+
+    fn log_path(&self, workflow: &str) -> Result<PathBuf> {
+        validate_name(workflow)?;
+        Ok(self
+            .root
+            .join(STATE_DIR)
+            .join(format!("{workflow}{}", state_log::LOG_SUFFIX)))
+    }
+
+    /// Writes the next generation after `current`, which the caller read
+    /// under the workflow's lock and still holds it. A first generation, or
+    /// one too large for the log, becomes the base; any other is appended
+    /// to the log (one fsync), which is compacted when it has grown.
     fn write_next(
         &self,
         workflow: &str,
-        current: u64,
+        current: &Current,
         origin: Option<Value>,
         data: Value,
     ) -> Result<StateDoc> {
+        let doc = StateDoc::seal(
+            workflow,
+            current.generation + 1,
+            clock::now_rfc3339(),
+            origin,
+            data,
+        );
+        if !current.base_exists {
+            return self.write_base(workflow, doc);
+        }
+        let line = doc.to_line();
+        let limit = self.options.max_state_bytes.min(state_log::RECORD_LIMIT);
+        if line.len() as u64 >= limit {
+            return self.write_base(workflow, doc);
+        }
+        let log_path = self.log_path(workflow)?;
+        let log_len = state_log::append(&log_path, line, current.log_ends_clean)?;
+        if log_len > state_log::COMPACT_AT {
+            // The new generation is durable in the log already; a crash
+            // anywhere below leaves the log's record or the new base, and
+            // readers take the newer.
+            let doc = self.write_base(workflow, doc)?;
+            state_log::clear(&log_path)?;
+            return Ok(doc);
+        }
+        Ok(doc)
+    }
+
+    /// Replaces the base document with `doc`.
+    fn write_base(&self, workflow: &str, doc: StateDoc) -> Result<StateDoc> {
         let path = self.state_path(workflow)?;
-        let doc = StateDoc::seal(workflow, current + 1, clock::now_rfc3339(), origin, data);
         let limit = self.options.max_state_bytes;
         let written = durable::replace_file(&path, |out| {
             let mut limited = LimitedWriter {
@@ -180,6 +246,24 @@ impl FileBackend {
             other => other.map(|()| doc),
         }
     }
+
+    /// Rewrites the workflow's current state as its base and empties its
+    /// log (repair of a log with leftovers). The caller holds the lock.
+    pub(crate) fn compact(&self, workflow: &str) -> Result<()> {
+        let current = self.current(workflow)?;
+        if let Some(doc) = current.doc {
+            self.write_base(workflow, doc)?;
+        }
+        state_log::clear(&self.log_path(workflow)?)
+    }
+}
+
+/// A workflow's current state as the writer found it.
+pub(crate) struct Current {
+    pub doc: Option<StateDoc>,
+    generation: u64,
+    base_exists: bool,
+    log_ends_clean: bool,
 }
 
 impl FileBackend {
@@ -197,17 +281,18 @@ impl FileBackend {
         let _guard = self.lock_workflow(workflow)?;
         // A corrupt current state stops the save: overwriting it would
         // silently destroy the evidence and whatever could be recovered.
-        let current = self.load(workflow)?.map_or(0, |d| d.generation);
+        let current = self.current(workflow)?;
+        let generation = current.generation;
         if let Some(expected) = expected_generation
-            && expected != current
+            && expected != generation
         {
             return Err(Error::Conflict {
                 workflow: workflow.to_string(),
                 expected,
-                actual: current,
+                actual: generation,
             });
         }
-        let doc = self.write_next(workflow, current, origin, data)?;
+        let doc = self.write_next(workflow, &current, origin, data)?;
         self.audited(doc, event, audit_data)
     }
 
@@ -250,11 +335,7 @@ impl Backend for FileBackend {
     }
 
     fn load(&self, workflow: &str) -> Result<Option<StateDoc>> {
-        let path = self.state_path(workflow)?;
-        match durable::read_file(&path, self.options.max_state_bytes)? {
-            ReadOutcome::Missing => Ok(None),
-            ReadOutcome::Found(bytes) => StateDoc::decode(&bytes, &path, workflow).map(Some),
-        }
+        Ok(self.current(workflow)?.doc)
     }
 
     fn save(
@@ -303,12 +384,13 @@ impl Backend for FileBackend {
         edit: &mut dyn FnMut(&mut Value) -> Result<()>,
     ) -> Result<StateDoc> {
         let _guard = self.lock_workflow(workflow)?;
-        let (current, mut data) = match self.load(workflow)? {
-            Some(doc) => (doc.generation, doc.data),
-            None => (0, Value::Object(Map::new())),
+        let mut current = self.current(workflow)?;
+        let mut data = match current.doc.take() {
+            Some(doc) => doc.data,
+            None => Value::Object(Map::new()),
         };
         edit(&mut data)?;
-        let doc = self.write_next(workflow, current, None, data)?;
+        let doc = self.write_next(workflow, &current, None, data)?;
         self.audited(doc, "state_update", serde_json::json!({}))
     }
 

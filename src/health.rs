@@ -15,6 +15,7 @@ use crate::error::{Error, Result};
 use crate::file_store::FileBackend;
 use crate::lock::{Held, LockManager};
 use crate::name::validate_name;
+use crate::state_log;
 use crate::store::Store;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashSet};
@@ -76,6 +77,12 @@ enum Fix {
     },
     /// Rewrite the audit log without its unparsable (torn) lines.
     AuditTornLines,
+    /// Rewrite a workflow's current state as its base and empty its log,
+    /// dropping superseded lines that do not verify (see `state_log`).
+    CompactStateLog {
+        workflow: String,
+        why: String,
+    },
 }
 
 enum LockFor {
@@ -123,13 +130,49 @@ impl Checker<'_> {
         for name in &names {
             if let Err(e) = self.store.load(name) {
                 problems.push((Status::Error, e.to_string()));
-                if matches!(e, Error::Integrity { .. }) {
+                // The damaged file (the base, or the log whose newest record
+                // is damaged) goes to quarantine.
+                if let Error::Integrity { path, .. } = &e {
                     self.fixes.push(Fix::Quarantine {
-                        path: self.root.join("state").join(format!("{name}.json")),
+                        path: path.clone(),
                         lock: LockFor::Workflow(name.clone()),
                         why: e.to_string(),
                     });
                 }
+                continue;
+            }
+            // Superseded log lines that do not verify, and a torn last line,
+            // are what interrupted appends leave: nothing current is
+            // affected, so they are warnings, and repair compacts them away.
+            let log = self
+                .root
+                .join("state")
+                .join(format!("{name}{}", state_log::LOG_SUFFIX));
+            let found = state_log::leftovers(&log, name)?;
+            if found.torn_tail || !found.bad_lines.is_empty() {
+                let why = format!(
+                    "{}: {}{}",
+                    log.display(),
+                    if found.torn_tail {
+                        "an update interrupted by a crash left an unfinished last line"
+                    } else {
+                        ""
+                    },
+                    if found.bad_lines.is_empty() {
+                        String::new()
+                    } else {
+                        format!(
+                            "{}superseded line(s) {:?} do not verify",
+                            if found.torn_tail { "; " } else { "" },
+                            found.bad_lines
+                        )
+                    }
+                );
+                problems.push((Status::Warning, why.clone()));
+                self.fixes.push(Fix::CompactStateLog {
+                    workflow: name.clone(),
+                    why,
+                });
             }
         }
         Ok(component(
@@ -528,6 +571,12 @@ fn apply(files: &FileBackend, store: &Store, fixes: Vec<Fix>) -> Result<Vec<Stri
             }
             Fix::RebuildIndex { workflow, why } => {
                 rebuild.insert(workflow, why);
+            }
+            Fix::CompactStateLog { workflow, why } => {
+                let _guard =
+                    locks.workflow_exclusive(&workflow, Some(Duration::from_secs(60)), None)?;
+                files.compact(&workflow)?;
+                done.push(format!("compacted the state log of {workflow} ({why})"));
             }
             Fix::AuditTornLines => {
                 let audit = files.audit_log();

@@ -84,9 +84,16 @@ impl StateDoc {
         }
     }
 
-    /// Writes the document as pretty-printed JSON.
-    pub fn write_to(&self, out: &mut dyn Write) -> io::Result<()> {
-        let on_disk = OnDisk {
+    /// The document as one line of compact JSON with its newline: a
+    /// record of the file store's state log (same fields, same checksum).
+    pub fn to_line(&self) -> Vec<u8> {
+        let mut line = serde_json::to_vec(&self.on_disk()).expect("a document serializes");
+        line.push(b'\n');
+        line
+    }
+
+    fn on_disk(&self) -> OnDisk<'_> {
+        OnDisk {
             format: STATE_FORMAT,
             workflow: &self.workflow,
             generation: self.generation,
@@ -94,8 +101,12 @@ impl StateDoc {
             checksum: &self.checksum,
             origin: self.origin.as_ref(),
             data: &self.data,
-        };
-        serde_json::to_writer_pretty(&mut *out, &on_disk)?;
+        }
+    }
+
+    /// Writes the document as pretty-printed JSON.
+    pub fn write_to(&self, out: &mut dyn Write) -> io::Result<()> {
+        serde_json::to_writer_pretty(&mut *out, &self.on_disk())?;
         out.write_all(b"\n")
     }
 

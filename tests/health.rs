@@ -192,3 +192,84 @@ fn a_tampered_audit_entry_is_reported_but_never_repaired_away() {
         "evidence left in place"
     );
 }
+
+fn incr(s: &Scratch, workflow: &str) {
+    ok(&s.run(&["state", "update", workflow, "--incr", "/n"]));
+}
+
+fn state_log(s: &Scratch, workflow: &str) -> std::path::PathBuf {
+    s.store.join("state").join(format!("{workflow}.log"))
+}
+
+#[test]
+fn a_torn_state_log_line_is_a_warning_and_repair_compacts_it_away() {
+    let s = Scratch::new();
+    for _ in 0..3 {
+        incr(&s, "wf"); // generation 1 is the base, 2 and 3 are in the log
+    }
+    let log = state_log(&s, "wf");
+    let mut bytes = read(&log);
+    assert_eq!(bytes.iter().filter(|b| **b == b'\n').count(), 2);
+    // What a crash during a fourth append can leave.
+    bytes.extend_from_slice(b"{\"format\":\"wfstate.state/1\",\"workf");
+    std::fs::write(&log, &bytes).unwrap();
+    let got = stdout_json(&s.run(&["--json", "state", "get", "wf"]));
+    assert_eq!(got["generation"], 3, "the unfinished line is ignored");
+    let (exit, report) = health(&s, false);
+    assert_eq!(exit, 1, "{report}");
+    assert_eq!(component(&report, "states")["status"], "warning");
+    // The next update starts a new line instead of gluing onto the torn one.
+    incr(&s, "wf");
+    let got = stdout_json(&s.run(&["--json", "state", "get", "wf"]));
+    assert_eq!(
+        (got["generation"].clone(), got["data"]["n"].clone()),
+        (4.into(), 4.into())
+    );
+    let (exit, report) = health(&s, true);
+    assert_eq!(exit, 0, "{report}");
+    assert!(
+        report["repairs"][0]
+            .as_str()
+            .unwrap()
+            .contains("compacted the state log of wf"),
+        "{report}"
+    );
+    assert_eq!(read(&log), b"", "the log is empty after compaction");
+    let got = stdout_json(&s.run(&["--json", "state", "get", "wf"]));
+    assert_eq!(got["generation"], 4);
+}
+
+#[test]
+fn a_damaged_newest_log_record_is_an_integrity_error_and_repair_quarantines_the_log() {
+    let s = Scratch::new();
+    for _ in 0..3 {
+        incr(&s, "wf");
+    }
+    let log = state_log(&s, "wf");
+    let text_before = String::from_utf8(read(&log)).unwrap();
+    // A flipped digit in the newest, complete record: damage, not a crash.
+    let damaged = text_before.replacen("\"n\":3", "\"n\":8", 1);
+    assert_ne!(damaged, text_before);
+    std::fs::write(&log, damaged).unwrap();
+    let out = s.run(&["state", "get", "wf"]);
+    assert_eq!(code(&out), 3, "{}", text(&out.stderr));
+    let said = text(&out.stderr);
+    assert!(
+        said.contains("wf.log") && said.contains("newest record"),
+        "{said}"
+    );
+    // Writes are refused too: they would bury the evidence.
+    assert_eq!(code(&s.run(&["state", "update", "wf", "--incr", "/n"])), 3);
+    let (exit, _) = health(&s, false);
+    assert_eq!(exit, 3);
+    let (_, report) = health(&s, true);
+    assert!(
+        report["repairs"][0].as_str().unwrap().contains("wf.log"),
+        "{report}"
+    );
+    let quarantined: Vec<_> = all_files(&s.store.join("quarantine"));
+    assert_eq!(quarantined.len(), 1, "{quarantined:?}");
+    // The base (generation 1) is what is left; nothing was deleted.
+    let got = stdout_json(&s.run(&["--json", "state", "get", "wf"]));
+    assert_eq!(got["generation"], 1);
+}
