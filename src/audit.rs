@@ -104,7 +104,23 @@ pub struct AuditLog {
     locks: LockManager,
     key: Option<Vec<u8>>,
     lock_timeout: Option<Duration>,
+    /// Where the state logs that carry entries of state changes live (see
+    /// "Entries carried by state logs" below); `None`: every append is
+    /// synced on its own.
+    state_dir: Option<PathBuf>,
 }
+
+/// Written (without fsync) before a state change's entry is made durable
+/// in its workflow's state log: which entry is on its way, in which boot.
+#[derive(Debug, Serialize, Deserialize)]
+struct Pointer {
+    boot: String,
+    seq: u64,
+    workflow: Option<String>,
+}
+
+/// The pointer file is overwritten in place, so it has a fixed length.
+const POINTER_LEN: usize = 512;
 
 /// The first line that failed verification.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -254,7 +270,15 @@ impl AuditLog {
             locks,
             key,
             lock_timeout,
+            state_dir: None,
         }
+    }
+
+    /// Lets state changes carry their entries in the state logs of
+    /// `state_dir` (one fsync per change; see `append_with`).
+    pub(crate) fn with_state_logs(mut self, state_dir: PathBuf) -> Self {
+        self.state_dir = Some(state_dir);
+        self
     }
 
     pub fn path(&self) -> &Path {
@@ -299,6 +323,7 @@ impl AuditLog {
     /// redaction (imported entries keep what they said).
     pub fn append_batch(&self, events: Vec<(String, Value)>) -> Result<Vec<AuditEntry>> {
         let _guard = self.lock()?;
+        self.reconcile_pending()?;
         if !self.path.exists() {
             durable::replace_file_with_bytes(&self.path, b"")?;
         }
@@ -316,6 +341,296 @@ impl AuditLog {
         }
         durable::append(&self.path, &bytes)?;
         Ok(appended.into_iter().map(|(entry, _)| entry).collect())
+    }
+
+    // Entries carried by state logs.
+    //
+    // A state change appended to its workflow's log carries its audit entry
+    // in the same record, so the record's one fsync makes both durable. The
+    // entry is then appended to this log *without* an fsync. What can go
+    // wrong, and how it is put right (under the audit lock):
+    //
+    // * the appender dies between its state fsync and its log append (a
+    //   kill): the pointer, written just before the state fsync, names the
+    //   entry; unsynced writes survive a kill, so the next appender (or the
+    //   next open) finds the log's tail one entry short and copies the entry
+    //   from the workflow's newest record (`reconcile_pending`);
+    // * a power cut or OS crash, which can lose or tear unsynced appends:
+    //   that always starts a new boot, and the pointer carries the boot id,
+    //   so the first open after it rebuilds the log's tail from the state
+    //   logs (`recover_after_boot`).
+    //
+    // The order that makes this sound: an entry reaches this log only after
+    // its state record is durable, and a state log is compacted (its
+    // records dropped) only after this log is fsynced.
+
+    fn pointer_path(&self) -> PathBuf {
+        self.path.with_file_name("audit.pointer")
+    }
+
+    fn read_pointer(&self) -> Option<Pointer> {
+        let bytes = std::fs::read(self.pointer_path()).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    fn pointer_bytes(pointer: &Pointer) -> Vec<u8> {
+        let mut bytes = serde_json::to_vec(pointer).expect("a pointer serializes");
+        // Names are at most 128 characters from a set JSON never escapes,
+        // and boot ids are 36: a pointer is far below the fixed length.
+        assert!(bytes.len() < POINTER_LEN, "audit pointer too long");
+        bytes.resize(POINTER_LEN - 1, b' ');
+        bytes.push(b'\n');
+        bytes
+    }
+
+    /// Records (without fsync) that entry `seq` of `workflow` is on its way.
+    fn write_pointer(&self, seq: u64, workflow: &str) -> Result<()> {
+        let bytes = Self::pointer_bytes(&Pointer {
+            boot: durable::boot_id(),
+            seq,
+            workflow: Some(workflow.to_string()),
+        });
+        match durable::overwrite_unsynced(&self.pointer_path(), &bytes) {
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                durable::replace_file_with_bytes(&self.pointer_path(), &bytes)
+            }
+            other => other,
+        }
+    }
+
+    /// Appends one entry for a state change, making it durable through
+    /// `write_durably`, which receives the entry's line and must make it
+    /// durable with the state change (one fsync for both). Then the entry
+    /// is appended here without an fsync. The audit lock is held
+    /// throughout, so entries are chained in the order they become durable.
+    pub(crate) fn append_with<T>(
+        &self,
+        workflow: &str,
+        event: &str,
+        mut data: Value,
+        write_durably: impl FnOnce(&str) -> Result<T>,
+    ) -> Result<(T, Result<AuditEntry>)> {
+        redact(&mut data);
+        let _guard = self.lock()?;
+        self.reconcile_pending()?;
+        let (last, ends_with_newline) = self.tail()?;
+        let tail = last.map(|e| (e.seq, e.hash));
+        let (entry, line) =
+            chain_entries(tail, vec![(event.to_string(), data)], self.key.as_deref())
+                .pop()
+                .expect("one entry chained");
+        self.write_pointer(entry.seq, workflow)?;
+        let value = write_durably(&line)?;
+        // The change is durable; what follows only copies its entry here.
+        // If that fails, the entry is recovered from the state log later,
+        // and the caller is told.
+        let mut bytes = Vec::with_capacity(line.len() + 2);
+        if !ends_with_newline {
+            bytes.push(b'\n');
+        }
+        bytes.extend_from_slice(line.as_bytes());
+        bytes.push(b'\n');
+        let copied = if self.path.exists() {
+            durable::append_unsynced(&self.path, &bytes)
+        } else {
+            durable::replace_file_with_bytes(&self.path, &bytes)
+        };
+        Ok((value, copied.map(|()| entry)))
+    }
+
+    /// Makes every entry appended so far durable (before a state log drops
+    /// the records that carry them).
+    pub(crate) fn sync(&self) -> Result<()> {
+        if self.path.exists() {
+            durable::sync_file(&self.path)?;
+        }
+        Ok(())
+    }
+
+    /// Under the audit lock: if the pointer names an entry this log lacks
+    /// (its appender died after making the state change durable), copy the
+    /// entry from the workflow's state log.
+    fn reconcile_pending(&self) -> Result<()> {
+        let Some(state_dir) = &self.state_dir else {
+            return Ok(());
+        };
+        let Some(pointer) = self.read_pointer() else {
+            return Ok(());
+        };
+        let Some(workflow) = pointer
+            .workflow
+            .filter(|_| pointer.boot == durable::boot_id())
+        else {
+            return Ok(());
+        };
+        let (last, ends_with_newline) = self.tail()?;
+        let have = last.map_or(0, |e| e.seq);
+        if pointer.seq != have + 1 {
+            return Ok(()); // nothing missing (or not ours to fix: health reports gaps)
+        }
+        crate::name::validate_name(&workflow)?;
+        let log = state_dir.join(format!("{workflow}{}", crate::state_log::LOG_SUFFIX));
+        let Some(read) = crate::state_log::read(&log, &workflow)? else {
+            return Ok(());
+        };
+        let Some(line) = read.newest_audit else {
+            return Ok(());
+        };
+        match serde_json::from_str::<AuditEntry>(&line) {
+            Ok(entry) if entry.seq == pointer.seq => {}
+            _ => return Ok(()), // the state change never became durable
+        }
+        let mut whole = line.into_bytes();
+        whole.push(b'\n');
+        let bytes = if ends_with_newline {
+            whole
+        } else {
+            // The dead writer may have written part of this very line:
+            // finish it rather than leave a torn line in the middle.
+            let torn = match durable::read_file_tail(&self.path, 64 * 1024, u64::MAX)? {
+                Some((tail, _)) => match tail.iter().rposition(|b| *b == b'\n') {
+                    Some(newline) => tail[newline + 1..].to_vec(),
+                    None => Vec::new(),
+                },
+                None => Vec::new(),
+            };
+            if !torn.is_empty() && whole.starts_with(&torn) {
+                whole[torn.len()..].to_vec()
+            } else {
+                let mut fresh = vec![b'\n'];
+                fresh.extend_from_slice(&whole);
+                fresh
+            }
+        };
+        if self.path.exists() {
+            durable::append(&self.path, &bytes)
+        } else {
+            durable::replace_file_with_bytes(&self.path, &bytes)
+        }
+    }
+
+    /// Run when the store is opened: after a new boot, rebuild the tail of
+    /// this log from the state logs; in the same boot, finish an append a
+    /// dead process left undone. Cheap when there is nothing to do: one
+    /// read of the pointer (and of the log's tail when an entry is pending).
+    pub(crate) fn recover(&self) -> Result<()> {
+        if self.state_dir.is_none() {
+            return Ok(());
+        }
+        #[cfg(test)]
+        if durable::sim::mutation_skips_audit_recovery() {
+            return Ok(());
+        }
+        let boot = durable::boot_id();
+        match self.read_pointer() {
+            Some(p) if p.boot == boot && boot != "unknown" => {
+                if p.workflow.is_none() {
+                    return Ok(());
+                }
+                let have = self.tail()?.0.map_or(0, |e| e.seq);
+                if p.seq <= have {
+                    return Ok(());
+                }
+                let _guard = self.lock()?;
+                self.reconcile_pending()
+            }
+            _ => {
+                let _guard = self.lock()?;
+                self.recover_after_boot(&boot)
+            }
+        }
+    }
+
+    /// Under the audit lock, after a boot the pointer does not name (or
+    /// with no pointer): keep the longest prefix of this log that chains,
+    /// check that everything after it is either unreadable (a torn or lost
+    /// unsynced append) or an entry a state log carries, move that rest to
+    /// quarantine, and append the carried entries that follow the prefix.
+    fn recover_after_boot(&self, boot: &str) -> Result<()> {
+        let state_dir = self.state_dir.as_ref().expect("checked by recover");
+        let mut carried: std::collections::BTreeMap<u64, String> = Default::default();
+        for entry in std::fs::read_dir(state_dir).map_err(|e| Error::io("list", state_dir, e))? {
+            let path = entry.map_err(|e| Error::io("list", state_dir, e))?.path();
+            let is_log = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.ends_with(crate::state_log::LOG_SUFFIX) && !n.starts_with('.'));
+            if is_log {
+                carried.extend(crate::state_log::audit_lines(&path)?);
+            }
+        }
+        let bytes = match durable::read_file(&self.path, u64::MAX)? {
+            durable::ReadOutcome::Found(b) => b,
+            durable::ReadOutcome::Missing => Vec::new(),
+        };
+        // The prefix that chains: whole lines, each the next seq, each
+        // naming the previous hash. (Hashes are not recomputed: that needs
+        // the key, and finding damage is `verify`'s job, not recovery's.)
+        let mut cut = 0;
+        let mut last: Option<(u64, String)> = None;
+        for line in bytes.split_inclusive(|b| *b == b'\n') {
+            let Some(text) = line.strip_suffix(b"\n") else {
+                break;
+            };
+            let Ok(entry) = serde_json::from_slice::<AuditEntry>(text) else {
+                break;
+            };
+            let (want_seq, want_prev) = match &last {
+                Some((seq, hash)) => (seq + 1, hash.as_str()),
+                None => (1, GENESIS_HASH),
+            };
+            if entry.seq != want_seq || entry.prev_hash != want_prev {
+                break;
+            }
+            cut += line.len();
+            last = Some((entry.seq, entry.hash));
+        }
+        // After the prefix, only what a lost or torn unsynced append leaves:
+        // unreadable bytes, or entries the state logs hold. Anything else is
+        // damage to durable entries: leave it all for `health` to report.
+        for line in bytes[cut..].split(|b| *b == b'\n') {
+            if let Ok(entry) = serde_json::from_slice::<AuditEntry>(line)
+                && carried.get(&entry.seq).map(String::as_bytes) != Some(line)
+            {
+                return Ok(());
+            }
+        }
+        let mut next = last.as_ref().map_or(1, |(seq, _)| seq + 1);
+        let mut missing = Vec::new();
+        while let Some(line) = carried.get(&next) {
+            missing.extend_from_slice(line.as_bytes());
+            missing.push(b'\n');
+            next += 1;
+        }
+        if cut < bytes.len() {
+            let root = self.path.parent().expect("the log lives in the store");
+            let batch = root
+                .join(crate::health::QUARANTINE_DIR)
+                .join(crate::clock::now_rfc3339().replace([':', '-'], ""));
+            durable::create_dir(&root.join(crate::health::QUARANTINE_DIR))?;
+            durable::create_dir(&batch)?;
+            durable::replace_file_with_bytes(
+                &batch.join("audit.jsonl.after-power-loss"),
+                &bytes[cut..],
+            )?;
+            let mut rebuilt = bytes[..cut].to_vec();
+            rebuilt.extend_from_slice(&missing);
+            durable::replace_file_with_bytes(&self.path, &rebuilt)?;
+        } else if !missing.is_empty() {
+            if self.path.exists() {
+                durable::append(&self.path, &missing)?;
+            } else {
+                durable::replace_file_with_bytes(&self.path, &missing)?;
+            }
+        }
+        durable::replace_file_with_bytes(
+            &self.pointer_path(),
+            &Self::pointer_bytes(&Pointer {
+                boot: boot.to_string(),
+                seq: next - 1,
+                workflow: None,
+            }),
+        )
     }
 
     fn open(&self) -> Result<Option<File>> {

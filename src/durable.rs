@@ -195,6 +195,10 @@ pub fn publish_file(
 /// leave a torn tail (a prefix of `bytes`); readers of appended files must
 /// detect that (fixed-size records with check digits do).
 pub fn append(path: &Path, bytes: &[u8]) -> Result<()> {
+    append_to(path, bytes, true)
+}
+
+fn append_to(path: &Path, bytes: &[u8], sync: bool) -> Result<()> {
     let file = OpenOptions::new()
         .write(true)
         .custom_flags(no_follow())
@@ -214,7 +218,60 @@ pub fn append(path: &Path, bytes: &[u8]) -> Result<()> {
     writer
         .write_all(bytes)
         .map_err(|e| Error::io("append", path, e))?;
+    if sync {
+        os_fsync(&file, path, false).map_err(|e| Error::io("fsync", path, e))?;
+    }
+    Ok(())
+}
+
+/// Appends `bytes` to the existing file `path` *without* an fsync: the
+/// bytes are visible at once and survive the death of this process (the
+/// page cache outlives it), but a power cut may lose or tear them. Only
+/// for data whose durable copy is elsewhere (see `audit`).
+pub fn append_unsynced(path: &Path, bytes: &[u8]) -> Result<()> {
+    append_to(path, bytes, false)
+}
+
+/// Overwrites the start of the existing file `path` with `bytes`, without
+/// an fsync (same durability as [`append_unsynced`]). Callers keep the
+/// length fixed, so no stale bytes remain after the new ones.
+pub fn overwrite_unsynced(path: &Path, bytes: &[u8]) -> Result<()> {
+    let file = OpenOptions::new()
+        .write(true)
+        .custom_flags(no_follow())
+        .open(path)
+        .map_err(|e| Error::io("open for writing", path, e))?;
+    let mut writer = PositionedWriter {
+        file: &file,
+        path,
+        offset: 0,
+    };
+    writer
+        .write_all(bytes)
+        .map_err(|e| Error::io("write", path, e))
+}
+
+/// fsync of an existing file: makes everything written to it so far durable.
+pub fn sync_file(path: &Path) -> Result<()> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(no_follow())
+        .open(path)
+        .map_err(|e| Error::io("open", path, e))?;
     os_fsync(&file, path, false).map_err(|e| Error::io("fsync", path, e))
+}
+
+/// Identifies this boot of the machine. Unsynced writes can be lost only
+/// by an OS crash or power cut, which always ends the boot: data written
+/// unsynced under the current boot id is still there.
+pub fn boot_id() -> String {
+    #[cfg(test)]
+    if let Some(simulated) = sim::boot_id() {
+        return simulated;
+    }
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".to_string())
 }
 
 /// Removes every file in `paths` (all in directory `dir`) and then makes the
@@ -548,6 +605,28 @@ pub(crate) mod sim {
         static SEEN: RefCell<[usize; 3]> = const { RefCell::new([0; 3]) };
         static SHORT_DONE: Cell<bool> = const { Cell::new(false) };
         static SKIP_DIR_FSYNC: Cell<bool> = const { Cell::new(false) };
+        static BOOT_ID: RefCell<Option<String>> = const { RefCell::new(None) };
+        static SKIP_AUDIT_RECOVERY: Cell<bool> = const { Cell::new(false) };
+    }
+
+    /// A mutant for the simulator to catch: opening a store does not recover
+    /// audit entries that only the state logs hold.
+    pub fn set_mutation_skip_audit_recovery(on: bool) {
+        SKIP_AUDIT_RECOVERY.with(|m| m.set(on));
+    }
+
+    pub fn mutation_skips_audit_recovery() -> bool {
+        SKIP_AUDIT_RECOVERY.with(|m| m.get())
+    }
+
+    /// Pretends the machine booted as `id` (a simulated power cut is a new
+    /// boot); `None` reads the real one.
+    pub fn set_boot_id(id: Option<&str>) {
+        BOOT_ID.with(|b| *b.borrow_mut() = id.map(str::to_string));
+    }
+
+    pub fn boot_id() -> Option<String> {
+        BOOT_ID.with(|b| b.borrow().clone())
     }
 
     pub fn start_trace() {

@@ -95,7 +95,10 @@ impl FileBackend {
             locks.clone(),
             options.audit_key.clone(),
             options.lock_timeout,
-        );
+        )
+        .with_state_logs(root.join(STATE_DIR));
+        // Finish what a crash or a killed writer left (see `audit`).
+        audit.recover()?;
         let checkpoints = FileCheckpoints::new(
             root.join(CHECKPOINT_DIR),
             locks.clone(),
@@ -189,6 +192,7 @@ impl FileBackend {
         current: &Current,
         origin: Option<Value>,
         data: Value,
+        (event, audit_data): (&str, Value),
     ) -> Result<StateDoc> {
         let doc = StateDoc::seal(
             workflow,
@@ -197,25 +201,45 @@ impl FileBackend {
             origin,
             data,
         );
-        if !current.base_exists {
-            return self.write_base(workflow, doc);
-        }
-        let line = doc.to_line();
+        let audit_data = audit_fields(&doc, audit_data);
         let limit = self.options.max_state_bytes.min(state_log::RECORD_LIMIT);
-        if line.len() as u64 >= limit {
-            return self.write_base(workflow, doc);
-        }
-        let log_path = self.log_path(workflow)?;
-        let log_len = state_log::append(&log_path, line, current.log_ends_clean)?;
-        if log_len > state_log::COMPACT_AT {
-            // The new generation is durable in the log already; a crash
-            // anywhere below leaves the log's record or the new base, and
-            // readers take the newer.
+        if !current.base_exists || doc.to_line().len() as u64 >= limit {
             let doc = self.write_base(workflow, doc)?;
-            state_log::clear(&log_path)?;
-            return Ok(doc);
+            return self.audited(doc, event, audit_data);
+        }
+        // One fsync makes the new generation and its audit entry durable
+        // together: the record carries the entry (see `audit`).
+        let log_path = self.log_path(workflow)?;
+        let (log_len, entry) = self
+            .audit
+            .append_with(workflow, event, audit_data, |entry| {
+                let record = state_log::record_line(&doc, entry);
+                state_log::append(&log_path, record, current.log_ends_clean)
+            })?;
+        if let Err(e) = entry {
+            return Err(unaudited(
+                e,
+                &format!(
+                    "workflow {workflow:?} generation {} was saved, but its audit entry was not \
+                     written yet (it is recovered from the state log when the store is next opened)",
+                    doc.generation
+                ),
+            ));
+        }
+        if log_len > state_log::COMPACT_AT {
+            self.compact_with(workflow, &doc, &log_path)?;
         }
         Ok(doc)
+    }
+
+    /// Makes `doc` (durable in the log already) the base and empties the
+    /// log. The audit log is synced first: the log's records carry entries
+    /// that may not be durable anywhere else. A crash anywhere leaves the
+    /// log's record or the new base, and readers take the newer.
+    fn compact_with(&self, workflow: &str, doc: &StateDoc, log_path: &Path) -> Result<()> {
+        self.audit.sync()?;
+        self.write_base(workflow, doc.clone())?;
+        state_log::clear(log_path)
     }
 
     /// Replaces the base document with `doc`.
@@ -250,11 +274,14 @@ impl FileBackend {
     /// Rewrites the workflow's current state as its base and empties its
     /// log (repair of a log with leftovers). The caller holds the lock.
     pub(crate) fn compact(&self, workflow: &str) -> Result<()> {
-        let current = self.current(workflow)?;
-        if let Some(doc) = current.doc {
-            self.write_base(workflow, doc)?;
+        let log_path = self.log_path(workflow)?;
+        match self.current(workflow)?.doc {
+            Some(doc) => self.compact_with(workflow, &doc, &log_path),
+            None => {
+                self.audit.sync()?;
+                state_log::clear(&log_path)
+            }
         }
-        state_log::clear(&self.log_path(workflow)?)
     }
 }
 
@@ -292,18 +319,14 @@ impl FileBackend {
                 actual: generation,
             });
         }
-        let doc = self.write_next(workflow, &current, origin, data)?;
-        self.audited(doc, event, audit_data)
+        self.write_next(workflow, &current, origin, data, (event, audit_data))
     }
 
     /// Appends the audit entry for a state change just written, still under
     /// the workflow's lock so the log orders a workflow's generations as
     /// they happened. The change is durable already; if the append fails the
     /// error says so rather than pretend nothing happened.
-    fn audited(&self, doc: StateDoc, event: &str, mut data: Value) -> Result<StateDoc> {
-        data["workflow"] = doc.workflow.clone().into();
-        data["generation"] = doc.generation.into();
-        data["checksum"] = doc.checksum.clone().into();
+    fn audited(&self, doc: StateDoc, event: &str, data: Value) -> Result<StateDoc> {
         match self.audit.append(event, data) {
             Ok(_) => Ok(doc),
             Err(e) => Err(unaudited(
@@ -315,6 +338,15 @@ impl FileBackend {
             )),
         }
     }
+}
+
+/// The audit data of a state change: the caller's, plus what identifies
+/// the new generation.
+fn audit_fields(doc: &StateDoc, mut data: Value) -> Value {
+    data["workflow"] = doc.workflow.clone().into();
+    data["generation"] = doc.generation.into();
+    data["checksum"] = doc.checksum.clone().into();
+    data
 }
 
 /// Rewords an audit failure so it says what did happen.
@@ -390,8 +422,13 @@ impl Backend for FileBackend {
             None => Value::Object(Map::new()),
         };
         edit(&mut data)?;
-        let doc = self.write_next(workflow, &current, None, data)?;
-        self.audited(doc, "state_update", serde_json::json!({}))
+        self.write_next(
+            workflow,
+            &current,
+            None,
+            data,
+            ("state_update", serde_json::json!({})),
+        )
     }
 
     fn locks(&self) -> Option<&dyn NamedLocks> {

@@ -40,6 +40,8 @@ pub(crate) const RECORD_LIMIT: u64 = 1024 * 1024;
 pub(crate) struct LogRead {
     /// The newest complete record, verified.
     pub newest: Option<StateDoc>,
+    /// The audit entry line that record carries, if any (see `audit`).
+    pub newest_audit: Option<String>,
     /// Whether the file ends with a newline (false after a torn append, so
     /// the next append must start a new line).
     pub ends_clean: bool,
@@ -67,27 +69,72 @@ pub(crate) fn read(path: &Path, workflow: &str) -> Result<Option<LogRead>> {
             Newest::None => {
                 return Ok(Some(LogRead {
                     newest: None,
+                    newest_audit: None,
                     ends_clean,
                 }));
             }
             Newest::ReadMore => tail = tail.saturating_mul(4),
             Newest::At(start, end) => {
                 let at = offset + start as u64;
-                let doc =
-                    StateDoc::decode(&bytes[start..end], path, workflow).map_err(|e| match e {
-                        Error::Integrity { path, problem } => Error::Integrity {
-                            path,
-                            problem: format!("newest record (at byte {at}): {problem}"),
-                        },
-                        other => other,
-                    })?;
+                let (state, audit) = split_record(&bytes[start..end]);
+                let doc = StateDoc::decode(state, path, workflow).map_err(|e| match e {
+                    Error::Integrity { path, problem } => Error::Integrity {
+                        path,
+                        problem: format!("newest record (at byte {at}): {problem}"),
+                    },
+                    other => other,
+                })?;
                 return Ok(Some(LogRead {
                     newest: Some(doc),
+                    newest_audit: audit.map(|a| String::from_utf8_lossy(a).into_owned()),
                     ends_clean,
                 }));
             }
         }
     }
+}
+
+/// A record is the state envelope, then, for records written with their
+/// audit entry, a tab and the entry's line. Compact JSON never contains a
+/// raw tab (serde_json escapes control characters in strings), so the
+/// first tab is the boundary.
+fn split_record(line: &[u8]) -> (&[u8], Option<&[u8]>) {
+    match line.iter().position(|b| *b == b'\t') {
+        Some(tab) => (&line[..tab], Some(&line[tab + 1..])),
+        None => (line, None),
+    }
+}
+
+/// The record line for `doc` carrying `audit_line`.
+pub(crate) fn record_line(doc: &StateDoc, audit_line: &str) -> Vec<u8> {
+    let mut line = doc.to_line();
+    line.pop(); // the newline goes after the audit entry
+    line.push(b'\t');
+    line.extend_from_slice(audit_line.as_bytes());
+    line.push(b'\n');
+    line
+}
+
+/// Every audit entry line carried by a complete record of the log at
+/// `path`, with its `seq` (entries that do not parse are skipped: they are
+/// reported by health as lines that do not verify).
+pub(crate) fn audit_lines(path: &Path) -> Result<Vec<(u64, String)>> {
+    let bytes = match durable::read_file(path, read_limit())? {
+        ReadOutcome::Missing => return Ok(Vec::new()),
+        ReadOutcome::Found(bytes) => bytes,
+    };
+    let Some(end) = bytes.iter().rposition(|b| *b == b'\n') else {
+        return Ok(Vec::new());
+    };
+    let mut found = Vec::new();
+    for line in bytes[..end].split(|b| *b == b'\n') {
+        if let (_, Some(audit)) = split_record(line)
+            && let Ok(entry) = serde_json::from_slice::<crate::audit::AuditEntry>(audit)
+        {
+            found.push((entry.seq, String::from_utf8_lossy(audit).into_owned()));
+        }
+    }
+    Ok(found)
 }
 
 enum Newest {
@@ -147,7 +194,7 @@ pub(crate) fn leftovers(path: &Path, workflow: &str) -> Result<LogLeftovers> {
         None => return Ok(found),
     };
     for (number, line) in complete.split(|b| *b == b'\n').enumerate() {
-        if !line.is_empty() && StateDoc::decode(line, path, workflow).is_err() {
+        if !line.is_empty() && StateDoc::decode(split_record(line).0, path, workflow).is_err() {
             found.bad_lines.push(number + 1);
         }
     }
