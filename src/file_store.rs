@@ -97,8 +97,20 @@ impl FileBackend {
             options.lock_timeout,
         )
         .with_state_logs(root.join(STATE_DIR));
-        // Finish what a crash or a killed writer left (see `audit`).
-        audit.recover()?;
+        // Finish what a crash or a killed writer left (see `audit`). A
+        // reader without write access cannot, and need not: states read
+        // the same either way; the audit log is brought level by the next
+        // process that can write.
+        match audit.recover() {
+            Err(Error::Io { source, .. })
+                if matches!(
+                    source.raw_os_error(),
+                    Some(errno) if errno == rustix::io::Errno::ACCESS.raw_os_error()
+                        || errno == rustix::io::Errno::ROFS.raw_os_error()
+                        || errno == rustix::io::Errno::PERM.raw_os_error()
+                ) => {}
+            other => other?,
+        }
         let checkpoints = FileCheckpoints::new(
             root.join(CHECKPOINT_DIR),
             locks.clone(),
