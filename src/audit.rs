@@ -676,12 +676,22 @@ impl AuditLog {
             }
             // Try complete lines from the newest back; keep the partial
             // first line of the buffer for the next, earlier chunk.
-            let mut lines: Vec<&[u8]> = buf.split(|b| *b == b'\n').collect();
-            let first_partial = if start > 0 { lines.remove(0).len() } else { 0 };
-            for line in lines.iter().rev() {
+            let first_partial = if start > 0 {
+                buf.iter().position(|b| *b == b'\n').unwrap_or(buf.len())
+            } else {
+                0
+            };
+            let mut end_of_line = buf.len();
+            while end_of_line > first_partial {
+                let line_start = buf[first_partial..end_of_line]
+                    .iter()
+                    .rposition(|b| *b == b'\n')
+                    .map_or(first_partial, |i| first_partial + i + 1);
+                let line = &buf[line_start..end_of_line];
                 if let Ok(entry) = serde_json::from_slice::<AuditEntry>(line) {
                     return Ok((Some(entry), ends_with_newline.unwrap_or(true)));
                 }
+                end_of_line = line_start.saturating_sub(1);
             }
             if start == 0 {
                 return Ok((None, ends_with_newline.unwrap_or(true)));

@@ -203,8 +203,14 @@ fn set_n(s: &Store, n: i64) {
     .unwrap();
 }
 
+/// How much of the (preallocated) state log holds data.
 fn log_len(root: &Path) -> u64 {
-    std::fs::metadata(root.join("state/wf.log")).map_or(0, |m| m.len())
+    std::fs::read(root.join("state/wf.log")).map_or(0, |bytes| {
+        bytes
+            .iter()
+            .rposition(|b| *b != 0)
+            .map_or(0, |i| i as u64 + 1)
+    })
 }
 
 /// After recovery, the next update must still work: a torn last line of

@@ -213,9 +213,22 @@ impl Prepared {
             DataFate::Kept => apply_writes(&base, &pending, false),
             DataFate::Zeroed => apply_writes(&base, &pending, true),
             DataFate::BlockPrefix(blocks) => {
-                let full = apply_writes(&base, &pending, false);
-                let cut = (base.len() + blocks * BLOCK).min(full.len());
-                full[..cut].to_vec()
+                // The first `blocks` blocks' worth of the unsynced data, in
+                // the order it was written, reached the disk; the rest did
+                // not. For an append that is a shorter file; for writes
+                // over existing bytes (the state log's preallocated zeros)
+                // the old bytes remain after the prefix.
+                let mut budget = blocks * BLOCK;
+                let mut partial = Vec::new();
+                for (i, offset, data) in pending {
+                    if budget == 0 {
+                        break;
+                    }
+                    let take = data.len().min(budget);
+                    partial.push((i, offset, data[..take].to_vec()));
+                    budget -= take;
+                }
+                apply_writes(&base, &partial, false)
             }
         }
     }

@@ -56,6 +56,20 @@ fn os_fsync(file: &File, path: &Path, is_dir: bool) -> io::Result<()> {
     Ok(())
 }
 
+/// `fdatasync`: the file's data and what is needed to read it back (its
+/// size), not its timestamps. The crash model treats it as an fsync of the
+/// file, which for the data it is.
+fn os_fdatasync(file: &File, path: &Path) -> io::Result<()> {
+    SYNCS.fetch_add(1, Ordering::Relaxed);
+    #[cfg(test)]
+    sim::before(sim::Kind::Fsync)?;
+    file.sync_data()?;
+    #[cfg(test)]
+    sim::record(sim::Op::Fsync(path.to_path_buf()));
+    let _ = path;
+    Ok(())
+}
+
 fn os_create_new(path: &Path) -> io::Result<File> {
     let file = OpenOptions::new()
         .write(true)
@@ -224,6 +238,35 @@ fn append_to(path: &Path, bytes: &[u8], sync: bool) -> Result<()> {
     Ok(())
 }
 
+/// Writes `bytes` at `offset` of the existing file `path` and makes them
+/// durable with `fdatasync`. Over bytes already on disk (the state log's
+/// preallocated zeros) that commits no metadata, so it costs about one
+/// device write instead of a journal commit. A crash can leave any prefix
+/// of the bytes' blocks; readers must detect that (the state log does).
+pub fn write_at_synced(path: &Path, offset: u64, bytes: &[u8]) -> Result<()> {
+    let file = write_at(path, offset, bytes)?;
+    os_fdatasync(&file, path).map_err(|e| Error::io("fsync", path, e))
+}
+
+/// Writes `bytes` at `offset` of the existing file `path` (no sync) and
+/// returns the open file.
+fn write_at(path: &Path, offset: u64, bytes: &[u8]) -> Result<File> {
+    let file = OpenOptions::new()
+        .write(true)
+        .custom_flags(no_follow())
+        .open(path)
+        .map_err(|e| Error::io("open for writing", path, e))?;
+    let mut writer = PositionedWriter {
+        file: &file,
+        path,
+        offset,
+    };
+    writer
+        .write_all(bytes)
+        .map_err(|e| Error::io("write", path, e))?;
+    Ok(file)
+}
+
 /// Appends `bytes` to the existing file `path` *without* an fsync: the
 /// bytes are visible at once and survive the death of this process (the
 /// page cache outlives it), but a power cut may lose or tear them. Only
@@ -236,19 +279,7 @@ pub fn append_unsynced(path: &Path, bytes: &[u8]) -> Result<()> {
 /// an fsync (same durability as [`append_unsynced`]). Callers keep the
 /// length fixed, so no stale bytes remain after the new ones.
 pub fn overwrite_unsynced(path: &Path, bytes: &[u8]) -> Result<()> {
-    let file = OpenOptions::new()
-        .write(true)
-        .custom_flags(no_follow())
-        .open(path)
-        .map_err(|e| Error::io("open for writing", path, e))?;
-    let mut writer = PositionedWriter {
-        file: &file,
-        path,
-        offset: 0,
-    };
-    writer
-        .write_all(bytes)
-        .map_err(|e| Error::io("write", path, e))
+    write_at(path, 0, bytes).map(drop)
 }
 
 /// fsync of an existing file: makes everything written to it so far durable.
@@ -269,9 +300,14 @@ pub fn boot_id() -> String {
     if let Some(simulated) = sim::boot_id() {
         return simulated;
     }
-    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| "unknown".to_string())
+    // A process never outlives its boot, so one read is enough.
+    static BOOT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BOOT.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_else(|_| "unknown".to_string())
+    })
+    .clone()
 }
 
 /// Removes every file in `paths` (all in directory `dir`) and then makes the
@@ -418,6 +454,20 @@ pub enum ReadOutcome {
 /// of [`read_file`] (no symlinks, regular files only, at most `limit`
 /// bytes long); `None` if it does not exist.
 pub fn read_file_tail(path: &Path, tail: u64, limit: u64) -> Result<Option<(Vec<u8>, u64)>> {
+    let Some((file, len)) = open_for_reading(path, limit)? else {
+        return Ok(None);
+    };
+    let start = len.saturating_sub(tail);
+    let mut bytes = vec![0u8; (len - start) as usize];
+    std::os::unix::fs::FileExt::read_exact_at(&file, &mut bytes, start)
+        .map_err(|e| Error::io("read", path, e))?;
+    Ok(Some((bytes, len)))
+}
+
+/// Opens `path` for reading with the checks of [`read_file`] (no symlinks,
+/// regular files only, at most `limit` bytes long) and returns it with its
+/// length; `None` if it does not exist.
+pub fn open_for_reading(path: &Path, limit: u64) -> Result<Option<(File, u64)>> {
     let opened = OpenOptions::new()
         .read(true)
         .custom_flags(no_follow())
@@ -448,11 +498,7 @@ pub fn read_file_tail(path: &Path, tail: u64, limit: u64) -> Result<Option<(Vec<
             limit,
         });
     }
-    let start = len.saturating_sub(tail);
-    let mut bytes = vec![0u8; (len - start) as usize];
-    std::os::unix::fs::FileExt::read_exact_at(&file, &mut bytes, start)
-        .map_err(|e| Error::io("read", path, e))?;
-    Ok(Some((bytes, len)))
+    Ok(Some((file, len)))
 }
 
 pub fn read_file(path: &Path, limit: u64) -> Result<ReadOutcome> {

@@ -171,7 +171,7 @@ impl FileBackend {
             ReadOutcome::Found(bytes) => Some(StateDoc::decode(&bytes, &base_path, workflow)?),
         };
         let base_exists = base.is_some();
-        let log_ends_clean = log.as_ref().is_none_or(|l| l.ends_clean);
+        let log_append_at = log.as_ref().map_or(0, |l| l.append_at);
         let newest = log.and_then(|l| l.newest);
         let doc = match (base, newest) {
             (Some(base), Some(logged)) if logged.generation > base.generation => Some(logged),
@@ -182,7 +182,7 @@ impl FileBackend {
             generation: doc.as_ref().map_or(0, |d| d.generation),
             doc,
             base_exists,
-            log_ends_clean,
+            log_append_at,
         })
     }
 
@@ -226,7 +226,7 @@ impl FileBackend {
             .audit
             .append_with(workflow, event, audit_data, |entry| {
                 let record = state_log::record_line(&doc, entry);
-                state_log::append(&log_path, record, current.log_ends_clean)
+                state_log::append(&log_path, record, current.log_append_at)
             })?;
         if let Err(e) = entry {
             return Err(unaudited(
@@ -302,7 +302,7 @@ pub(crate) struct Current {
     pub doc: Option<StateDoc>,
     generation: u64,
     base_exists: bool,
-    log_ends_clean: bool,
+    log_append_at: u64,
 }
 
 impl FileBackend {

@@ -3,15 +3,25 @@
 //! the log `state/<wf>.log`, to which later generations are appended, one
 //! sealed document per line of compact JSON.
 //!
-//! Why a log: an append costs one fsync, where replacing the base costs a
-//! temp-file fsync, a rename and a directory fsync (about four times as
-//! much on ext4; BENCHMARKS.md). Why it stays verifiable: under the crash
+//! Why a log: a record costs one `fdatasync`, where replacing the base
+//! costs a temp-file fsync, a rename and a directory fsync (about four
+//! times as much on ext4; BENCHMARKS.md). Why it stays verifiable: under the crash
 //! model only a prefix of an unsynced append's blocks survives, and a
 //! record's newline is its last byte, so a crash can leave only an
 //! *unterminated* last line. That line is an append that never returned:
 //! it is ignored (and the next append starts a fresh line). A complete line
 //! that fails verification cannot come from a crash: if it is the newest
 //! record it is an integrity error, as a damaged base is.
+//!
+//! The log is preallocated: created (and reset by compaction) as
+//! `PREALLOCATED` bytes of zeros, written and fsynced once, and records are
+//! written over those zeros. Writing over bytes already on disk changes no
+//! metadata, so `fdatasync` makes a record durable without an ext4 journal
+//! commit (`overwrite_fdatasync_us` vs `append_fsync_us` in BENCHMARKS.md).
+//! JSON never contains a NUL byte, so the log's data ends at its last
+//! non-zero byte; a torn record is followed by zeros and stays
+//! unterminated. The next record is written right after the last newline,
+//! over any torn bytes.
 //!
 //! The current state is the newer of the base and the log's newest record.
 //! When the log grows past `COMPACT_AT`, the writer replaces the base with
@@ -36,15 +46,48 @@ pub(crate) const COMPACT_AT: u64 = if cfg!(test) { 4096 } else { 256 * 1024 };
 /// large documents would be compacted after nearly every append anyway.
 pub(crate) const RECORD_LIMIT: u64 = 1024 * 1024;
 
+/// The size of a new or reset log: room for `COMPACT_AT` of records and one
+/// more. (A longer record extends the file; `fdatasync` then commits the
+/// size too, and the compaction that follows resets it.)
+const PREALLOCATED: u64 = COMPACT_AT + if cfg!(test) { 4096 } else { 64 * 1024 };
+
+/// The log's data: everything up to its last non-zero byte (the rest is
+/// preallocated space never written).
+fn data_of(bytes: &[u8]) -> &[u8] {
+    // Skip whole zero chunks first (an OR over 64 bytes compiles to a few
+    // vector instructions), then the last partial one byte by byte.
+    let mut end = bytes.len();
+    for chunk in bytes.rchunks(64) {
+        if !is_zero(chunk) {
+            break;
+        }
+        end -= chunk.len();
+    }
+    while end > 0 && bytes[end - 1] == 0 {
+        end -= 1;
+    }
+    &bytes[..end]
+}
+
+/// Where the next record goes: right after the last complete record, over
+/// whatever a torn append left.
+fn append_position(data: &[u8]) -> u64 {
+    if data.last() == Some(&b'\n') {
+        return data.len() as u64; // the usual case: no torn tail
+    }
+    data.iter()
+        .rposition(|b| *b == b'\n')
+        .map_or(0, |i| i as u64 + 1)
+}
+
 /// What a read of the log found.
 pub(crate) struct LogRead {
     /// The newest complete record, verified.
     pub newest: Option<StateDoc>,
     /// The audit entry line that record carries, if any (see `audit`).
     pub newest_audit: Option<String>,
-    /// Whether the file ends with a newline (false after a torn append, so
-    /// the next append must start a new line).
-    pub ends_clean: bool,
+    /// Where the next record is to be written.
+    pub append_at: u64,
 }
 
 /// The largest log any writer leaves: one compaction threshold plus one
@@ -54,29 +97,58 @@ fn read_limit() -> u64 {
 }
 
 /// Reads `path` (missing: `None`) and verifies its newest complete record.
-/// Reads from the end, so it costs the size of the newest records, not of
-/// the log.
+/// Costs a few block reads, not a read of the log: the end of the data is
+/// found by bisecting the 4 KiB blocks (under the crash model the written
+/// blocks are a prefix: records are written in order, and what a crash
+/// keeps of one is a prefix of its blocks), then the newest record is read
+/// backwards from there.
 pub(crate) fn read(path: &Path, workflow: &str) -> Result<Option<LogRead>> {
-    let mut tail = 16 * 1024;
+    let Some((file, len)) = durable::open_for_reading(path, read_limit())? else {
+        return Ok(None);
+    };
+    let read_at = |start: u64, end: u64| -> Result<Vec<u8>> {
+        let mut buf = vec![0u8; (end - start) as usize];
+        std::os::unix::fs::FileExt::read_exact_at(&file, &mut buf, start)
+            .map_err(|e| Error::io("read", path, e))?;
+        Ok(buf)
+    };
+    // The first block from which on everything is zero.
+    let blocks = len.div_ceil(BLOCK);
+    let (mut lo, mut hi) = (0u64, blocks);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        let block = read_at(mid * BLOCK, ((mid + 1) * BLOCK).min(len))?;
+        if is_zero(&block) {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    let data_block_end = (lo * BLOCK).min(len);
+    let mut window = 4 * BLOCK;
     loop {
-        let Some((bytes, len)) = durable::read_file_tail(path, tail, read_limit())? else {
-            return Ok(None);
-        };
-        let offset = len - bytes.len() as u64;
-        let whole = offset == 0;
-        let ends_clean = bytes.last().is_none_or(|b| *b == b'\n');
-        match newest_line(&bytes, whole) {
+        let start = data_block_end.saturating_sub(window);
+        let bytes = read_at(start, data_block_end)?;
+        let data = data_of(&bytes);
+        let whole = start == 0;
+        // Meaningful once the window holds a newline or the whole log,
+        // which is when the match below returns.
+        let append_at = start + append_position(data);
+        match newest_line(data, whole) {
+            Newest::ReadMore => {
+                window = window.saturating_mul(4);
+                continue;
+            }
             Newest::None => {
                 return Ok(Some(LogRead {
                     newest: None,
                     newest_audit: None,
-                    ends_clean,
+                    append_at,
                 }));
             }
-            Newest::ReadMore => tail = tail.saturating_mul(4),
-            Newest::At(start, end) => {
-                let at = offset + start as u64;
-                let (state, audit) = split_record(&bytes[start..end]);
+            Newest::At(first, last) => {
+                let at = start + first as u64;
+                let (state, audit) = split_record(&data[first..last]);
                 let doc = StateDoc::decode(state, path, workflow).map_err(|e| match e {
                     Error::Integrity { path, problem } => Error::Integrity {
                         path,
@@ -87,11 +159,18 @@ pub(crate) fn read(path: &Path, workflow: &str) -> Result<Option<LogRead>> {
                 return Ok(Some(LogRead {
                     newest: Some(doc),
                     newest_audit: audit.map(|a| String::from_utf8_lossy(a).into_owned()),
-                    ends_clean,
+                    append_at,
                 }));
             }
         }
     }
+}
+
+const BLOCK: u64 = 4096;
+
+/// Whether every byte is zero (an OR over the bytes vectorizes).
+fn is_zero(bytes: &[u8]) -> bool {
+    bytes.iter().fold(0u8, |acc, b| acc | b) == 0
 }
 
 /// A record is the state envelope, then, for records written with their
@@ -123,11 +202,12 @@ pub(crate) fn audit_lines(path: &Path) -> Result<Vec<(u64, String)>> {
         ReadOutcome::Missing => return Ok(Vec::new()),
         ReadOutcome::Found(bytes) => bytes,
     };
-    let Some(end) = bytes.iter().rposition(|b| *b == b'\n') else {
+    let data = data_of(&bytes);
+    let Some(end) = data.iter().rposition(|b| *b == b'\n') else {
         return Ok(Vec::new());
     };
     let mut found = Vec::new();
-    for line in bytes[..end].split(|b| *b == b'\n') {
+    for line in data[..end].split(|b| *b == b'\n') {
         if let (_, Some(audit)) = split_record(line)
             && let Ok(entry) = serde_json::from_slice::<crate::audit::AuditEntry>(audit)
         {
@@ -185,12 +265,13 @@ pub(crate) fn leftovers(path: &Path, workflow: &str) -> Result<LogLeftovers> {
         ReadOutcome::Missing => return Ok(LogLeftovers::default()),
         ReadOutcome::Found(bytes) => bytes,
     };
+    let data = data_of(&bytes);
     let mut found = LogLeftovers {
-        torn_tail: bytes.last().is_some_and(|b| *b != b'\n'),
+        torn_tail: data.last().is_some_and(|b| *b != b'\n'),
         ..LogLeftovers::default()
     };
-    let complete = match bytes.iter().rposition(|b| *b == b'\n') {
-        Some(end) => &bytes[..end],
+    let complete = match data.iter().rposition(|b| *b == b'\n') {
+        Some(end) => &data[..end],
         None => return Ok(found),
     };
     for (number, line) in complete.split(|b| *b == b'\n').enumerate() {
@@ -201,27 +282,20 @@ pub(crate) fn leftovers(path: &Path, workflow: &str) -> Result<LogLeftovers> {
     Ok(found)
 }
 
-/// Appends `line` (a document's `to_line`) to the log at `path` durably (creating the log durably if
-/// it does not exist), starting a new line if a torn append left the log
-/// without its final newline. Returns the log's length afterwards.
-pub(crate) fn append(path: &Path, line: Vec<u8>, ends_clean: bool) -> Result<u64> {
+/// Writes `line` (a record) into the log at `path` at `at` (the position
+/// `read` gave) and makes it durable with one `fdatasync`, creating the log
+/// (preallocated, durably) if it does not exist. Returns where the log's
+/// data now ends.
+pub(crate) fn append(path: &Path, line: Vec<u8>, at: u64) -> Result<u64> {
     let exists = match std::fs::symlink_metadata(path) {
         Ok(_) => true,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
         Err(e) => return Err(Error::io("stat", path, e)),
     };
     if !exists {
-        durable::replace_file_with_bytes(path, b"")?;
+        clear(path)?;
     }
-    let bytes = if ends_clean {
-        line
-    } else {
-        let mut fresh = Vec::with_capacity(line.len() + 1);
-        fresh.push(b'\n');
-        fresh.extend_from_slice(&line);
-        fresh
-    };
-    durable::append(path, &bytes).map_err(|e| match e {
+    durable::write_at_synced(path, at, &line).map_err(|e| match e {
         // The record is complete in the file, so readers see it; whether it
         // reached the disk is unknown. (A failed write leaves at most an
         // unterminated line, which readers ignore: the previous version.)
@@ -236,14 +310,22 @@ pub(crate) fn append(path: &Path, line: Vec<u8>, ends_clean: bool) -> Result<u64
         },
         other => other,
     })?;
-    std::fs::symlink_metadata(path)
-        .map(|m| m.len())
-        .map_err(|e| Error::io("stat", path, e))
+    Ok(at + line.len() as u64)
 }
 
-/// Empties the log (after its newest record was made the base).
+/// Resets the log to preallocated zeros (after its newest record was made
+/// the base), or creates it so.
 pub(crate) fn clear(path: &Path) -> Result<()> {
-    durable::replace_file_with_bytes(path, b"")
+    durable::replace_file(path, |out| {
+        let zeros = [0u8; 64 * 1024];
+        let mut left = PREALLOCATED;
+        while left > 0 {
+            let n = left.min(zeros.len() as u64) as usize;
+            out.write_all(&zeros[..n])?;
+            left -= n as u64;
+        }
+        Ok(())
+    })
 }
 
 #[cfg(test)]
