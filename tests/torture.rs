@@ -117,5 +117,25 @@ fn sigkill_at_random_moments_never_leaves_an_unhealthy_store() {
         chain.is_some_and(|c| c.stopped.is_none()),
         "the checkpoint lineage is unbroken"
     );
+    // Every generation the counter went through has exactly one audit
+    // entry, even those whose writer was killed between making the state
+    // durable and copying its entry into the audit log (recovered when the
+    // store was next opened).
+    let audit = store.audit().unwrap();
+    assert!(audit.verify().unwrap().valid, "the audit chain verifies");
+    let mut generations: Vec<u64> = audit
+        .read(Some("state_update"), None)
+        .unwrap()
+        .iter()
+        .filter(|e| e.data["workflow"] == "counter")
+        .map(|e| e.data["generation"].as_u64().unwrap())
+        .collect();
+    generations.sort_unstable();
+    let current = store.load("counter").unwrap().generation;
+    assert_eq!(
+        generations,
+        (1..=current).collect::<Vec<_>>(),
+        "one audit entry per generation"
+    );
     assert!(last_ack > kills as u64 / 4, "the loop made progress");
 }
