@@ -327,12 +327,8 @@ impl AuditLog {
         if !self.path.exists() {
             durable::replace_file_with_bytes(&self.path, b"")?;
         }
-        let (last, ends_with_newline) = self.tail()?;
+        let last = self.settled_tail()?;
         let mut bytes = Vec::new();
-        if !ends_with_newline {
-            // Never glue an entry onto a torn line: start a new one.
-            bytes.push(b'\n');
-        }
         let tail = last.map(|e| (e.seq, e.hash));
         let appended = chain_entries(tail, events, self.key.as_deref());
         for (_, line) in &appended {
@@ -363,6 +359,39 @@ impl AuditLog {
     // The order that makes this sound: an entry reaches this log only after
     // its state record is durable, and a state log is compacted (its
     // records dropped) only after this log is fsynced.
+
+    /// The last entry, after making sure the log ends with a whole line. A
+    /// torn last line is what an append cut short leaves (a crash, or a
+    /// SIGKILL inside a `write`; DESIGN §1): that append never returned.
+    /// If the fragment is a whole entry missing only its newline, the
+    /// newline is added; otherwise the fragment is moved to
+    /// `quarantine/<time>/audit.torn-tail.txt` and the log rewritten
+    /// without it, so the next entry starts a clean line and the torn one
+    /// never ends up in the middle of the log.
+    fn settled_tail(&self) -> Result<Option<AuditEntry>> {
+        let (last, ends_with_newline) = self.tail()?;
+        if ends_with_newline {
+            return Ok(last);
+        }
+        let bytes = match durable::read_file(&self.path, u64::MAX)? {
+            durable::ReadOutcome::Found(b) => b,
+            durable::ReadOutcome::Missing => return Ok(last),
+        };
+        let cut = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        let torn = &bytes[cut..];
+        if serde_json::from_slice::<AuditEntry>(torn).is_ok() {
+            durable::append(&self.path, b"\n")?;
+            return Ok(last);
+        }
+        let root = self.path.parent().expect("the log lives in a folder");
+        let quarantine = root.join(crate::health::QUARANTINE_DIR);
+        let batch = quarantine.join(crate::clock::now_rfc3339().replace([':', '-'], ""));
+        durable::create_dir(&quarantine)?;
+        durable::create_dir(&batch)?;
+        durable::replace_file_with_bytes(&batch.join("audit.torn-tail.txt"), torn)?;
+        durable::replace_file_with_bytes(&self.path, &bytes[..cut])?;
+        Ok(last)
+    }
 
     fn pointer_path(&self) -> PathBuf {
         self.path.with_file_name("audit.pointer")
@@ -413,7 +442,7 @@ impl AuditLog {
         redact(&mut data);
         let _guard = self.lock()?;
         self.reconcile_pending()?;
-        let (last, ends_with_newline) = self.tail()?;
+        let last = self.settled_tail()?;
         let tail = last.map(|e| (e.seq, e.hash));
         let (entry, line) =
             chain_entries(tail, vec![(event.to_string(), data)], self.key.as_deref())
@@ -424,10 +453,7 @@ impl AuditLog {
         // The change is durable; what follows only copies its entry here.
         // If that fails, the entry is recovered from the state log later,
         // and the caller is told.
-        let mut bytes = Vec::with_capacity(line.len() + 2);
-        if !ends_with_newline {
-            bytes.push(b'\n');
-        }
+        let mut bytes = Vec::with_capacity(line.len() + 1);
         bytes.extend_from_slice(line.as_bytes());
         bytes.push(b'\n');
         let copied = if self.path.exists() {
@@ -497,9 +523,8 @@ impl AuditLog {
             if !torn.is_empty() && whole.starts_with(&torn) {
                 whole[torn.len()..].to_vec()
             } else {
-                let mut fresh = vec![b'\n'];
-                fresh.extend_from_slice(&whole);
-                fresh
+                self.settled_tail()?;
+                whole
             }
         };
         if self.path.exists() {
@@ -971,6 +996,18 @@ mod tests {
         assert_eq!(report.first_bad.unwrap().line, 56);
     }
 
+    /// The one file a repair or an append moved aside, if any.
+    fn quarantined(dir: &Path) -> Vec<Vec<u8>> {
+        let Ok(batches) = std::fs::read_dir(dir.join("quarantine")) else {
+            return Vec::new();
+        };
+        batches
+            .flatten()
+            .flat_map(|b| std::fs::read_dir(b.path()).unwrap().flatten())
+            .map(|f| std::fs::read(f.path()).unwrap())
+            .collect()
+    }
+
     #[test]
     fn a_zero_filled_tail_from_a_crash_does_not_break_later_appends() {
         let dir = tempfile::tempdir().unwrap();
@@ -981,14 +1018,17 @@ mod tests {
             .open(audit.path())
             .unwrap();
         std::io::Write::write_all(&mut f, &[0u8; 300]).unwrap();
+        let report = audit.verify().unwrap();
+        assert_eq!(report.torn_tail, Some(2), "reported until the next append");
         let e = audit.append("b", json!(2)).unwrap();
         assert_eq!(e.seq, 2);
         let report = audit.verify().unwrap();
+        assert!(report.valid, "{report:?}");
         assert_eq!(report.entries, 2);
         assert_eq!(
-            report.first_bad.unwrap().line,
-            2,
-            "the zeros are reported as one bad line"
+            quarantined(dir.path()),
+            [vec![0u8; 300]],
+            "moved aside, not lost"
         );
     }
 
@@ -1005,7 +1045,7 @@ mod tests {
     }
 
     #[test]
-    fn a_torn_tail_is_reported_and_later_appends_still_chain() {
+    fn a_torn_tail_is_reported_then_moved_aside_by_the_next_append() {
         let dir = tempfile::tempdir().unwrap();
         let audit = log(dir.path(), None);
         audit.append("a", json!(1)).unwrap();
@@ -1021,12 +1061,26 @@ mod tests {
         let e = audit.append("c", json!(3)).unwrap();
         assert_eq!(e.seq, 3, "continues from the last whole entry");
         let report = audit.verify().unwrap();
-        assert_eq!(
-            report.torn_tail, None,
-            "the torn line is now a whole (bad) line"
+        assert!(
+            report.valid,
+            "the torn line is not left in the middle: {report:?}"
         );
-        assert_eq!(report.first_bad.unwrap().line, 3);
         assert_eq!(report.entries, 3);
+        assert_eq!(quarantined(dir.path()), [b"{\"seq\":3,\"ti".to_vec()]);
+    }
+
+    #[test]
+    fn a_whole_last_entry_missing_only_its_newline_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let audit = log(dir.path(), None);
+        audit.append("a", json!(1)).unwrap();
+        let text = std::fs::read(audit.path()).unwrap();
+        std::fs::write(audit.path(), &text[..text.len() - 1]).unwrap();
+        let e = audit.append("b", json!(2)).unwrap();
+        assert_eq!(e.seq, 2);
+        let report = audit.verify().unwrap();
+        assert!(report.valid && report.entries == 2, "{report:?}");
+        assert!(quarantined(dir.path()).is_empty());
     }
 
     #[test]
