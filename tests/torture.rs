@@ -4,7 +4,7 @@
 //! acknowledged value or one more.
 //!
 //! CI runs 300 kills. Longer: `WFSTATE_TEST_TORTURE_KILLS=1000 cargo test
-//! --release --test torture -- --nocapture` (about 20 minutes: every round
+//! --release --test torture -- --nocapture` (20 minutes or more: every round
 //! runs a full health check of a store that keeps growing).
 
 mod common;
