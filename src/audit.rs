@@ -119,6 +119,9 @@ struct Pointer {
     workflow: Option<String>,
 }
 
+/// The log's last parsable entry, and whether the file ends with a newline.
+type Tail = (Option<AuditEntry>, bool);
+
 /// The pointer file is overwritten in place, so it has a fixed length.
 const POINTER_LEN: usize = 512;
 
@@ -323,11 +326,11 @@ impl AuditLog {
     /// redaction (imported entries keep what they said).
     pub fn append_batch(&self, events: Vec<(String, Value)>) -> Result<Vec<AuditEntry>> {
         let _guard = self.lock()?;
-        self.reconcile_pending()?;
+        let known = self.reconcile_pending()?;
         if !self.path.exists() {
             durable::replace_file_with_bytes(&self.path, b"")?;
         }
-        let last = self.settled_tail()?;
+        let last = self.settled_tail(known)?;
         let mut bytes = Vec::new();
         let tail = last.map(|e| (e.seq, e.hash));
         let appended = chain_entries(tail, events, self.key.as_deref());
@@ -368,8 +371,11 @@ impl AuditLog {
     /// `quarantine/<time>/audit.torn-tail.txt` and the log rewritten
     /// without it, so the next entry starts a clean line and the torn one
     /// never ends up in the middle of the log.
-    fn settled_tail(&self) -> Result<Option<AuditEntry>> {
-        let (last, ends_with_newline) = self.tail()?;
+    fn settled_tail(&self, known: Option<Tail>) -> Result<Option<AuditEntry>> {
+        let (last, ends_with_newline) = match known {
+            Some(tail) => tail,
+            None => self.tail()?,
+        };
         if ends_with_newline {
             return Ok(last);
         }
@@ -441,8 +447,8 @@ impl AuditLog {
     ) -> Result<(T, Result<AuditEntry>)> {
         redact(&mut data);
         let _guard = self.lock()?;
-        self.reconcile_pending()?;
-        let last = self.settled_tail()?;
+        let known = self.reconcile_pending()?;
+        let last = self.settled_tail(known)?;
         let tail = last.map(|e| (e.seq, e.hash));
         let (entry, line) =
             chain_entries(tail, vec![(event.to_string(), data)], self.key.as_deref())
@@ -475,36 +481,39 @@ impl AuditLog {
 
     /// Under the audit lock: if the pointer names an entry this log lacks
     /// (its appender died after making the state change durable), copy the
-    /// entry from the workflow's state log.
-    fn reconcile_pending(&self) -> Result<()> {
+    /// entry from the workflow's state log. When it read the log's tail and
+    /// changed nothing, returns that tail, so the caller need not read it
+    /// again (this runs before every append).
+    fn reconcile_pending(&self) -> Result<Option<Tail>> {
         let Some(state_dir) = &self.state_dir else {
-            return Ok(());
+            return Ok(None);
         };
         let Some(pointer) = self.read_pointer() else {
-            return Ok(());
+            return Ok(None);
         };
         let Some(workflow) = pointer
             .workflow
             .filter(|_| pointer.boot == durable::boot_id())
         else {
-            return Ok(());
+            return Ok(None);
         };
         let (last, ends_with_newline) = self.tail()?;
-        let have = last.map_or(0, |e| e.seq);
+        let have = last.as_ref().map_or(0, |e| e.seq);
         if pointer.seq != have + 1 {
-            return Ok(()); // nothing missing (or not ours to fix: health reports gaps)
+            // Nothing missing (or not ours to fix: health reports gaps).
+            return Ok(Some((last, ends_with_newline)));
         }
         crate::name::validate_name(&workflow)?;
         let log = state_dir.join(format!("{workflow}{}", crate::state_log::LOG_SUFFIX));
         let Some(read) = crate::state_log::read(&log, &workflow)? else {
-            return Ok(());
+            return Ok(None);
         };
         let Some(line) = read.newest_audit else {
-            return Ok(());
+            return Ok(None);
         };
         match serde_json::from_str::<AuditEntry>(&line) {
             Ok(entry) if entry.seq == pointer.seq => {}
-            _ => return Ok(()), // the state change never became durable
+            _ => return Ok(None), // the state change never became durable
         }
         let mut whole = line.into_bytes();
         whole.push(b'\n');
@@ -523,15 +532,16 @@ impl AuditLog {
             if !torn.is_empty() && whole.starts_with(&torn) {
                 whole[torn.len()..].to_vec()
             } else {
-                self.settled_tail()?;
+                self.settled_tail(None)?;
                 whole
             }
         };
         if self.path.exists() {
-            durable::append(&self.path, &bytes)
+            durable::append(&self.path, &bytes)?;
         } else {
-            durable::replace_file_with_bytes(&self.path, &bytes)
+            durable::replace_file_with_bytes(&self.path, &bytes)?;
         }
+        Ok(None)
     }
 
     /// Run when the store is opened: after a new boot, rebuild the tail of
@@ -557,7 +567,7 @@ impl AuditLog {
                     return Ok(());
                 }
                 let _guard = self.lock()?;
-                self.reconcile_pending()
+                self.reconcile_pending().map(drop)
             }
             _ => {
                 let _guard = self.lock()?;
@@ -673,7 +683,7 @@ impl AuditLog {
     /// The last entry that parses, and whether the file ends with a newline.
     /// Reads backwards from the end, so it costs the size of the last few
     /// lines, not of the log.
-    fn tail(&self) -> Result<(Option<AuditEntry>, bool)> {
+    fn tail(&self) -> Result<Tail> {
         let Some(mut file) = self.open()? else {
             return Ok((None, true));
         };

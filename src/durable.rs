@@ -224,18 +224,16 @@ fn append_to(path: &Path, bytes: &[u8], sync: bool) -> Result<()> {
         .metadata()
         .map_err(|e| Error::io("stat", path, e))?
         .len();
-    let mut writer = PositionedWriter {
-        file: &file,
-        path,
-        offset: end,
-    };
-    writer
-        .write_all(bytes)
-        .map_err(|e| Error::io("append", path, e))?;
+    write_all_at(&file, path, end, bytes).map_err(|e| Error::io("append", path, e))?;
     if sync {
         os_fsync(&file, path, false).map_err(|e| Error::io("fsync", path, e))?;
     }
     Ok(())
+}
+
+/// Writes all of `bytes` at `offset` through `os_write`.
+fn write_all_at(file: &File, path: &Path, offset: u64, bytes: &[u8]) -> io::Result<()> {
+    PositionedWriter { file, path, offset }.write_all(bytes)
 }
 
 /// Writes `bytes` at `offset` of the existing file `path` and makes them
@@ -256,14 +254,7 @@ fn write_at(path: &Path, offset: u64, bytes: &[u8]) -> Result<File> {
         .custom_flags(no_follow())
         .open(path)
         .map_err(|e| Error::io("open for writing", path, e))?;
-    let mut writer = PositionedWriter {
-        file: &file,
-        path,
-        offset,
-    };
-    writer
-        .write_all(bytes)
-        .map_err(|e| Error::io("write", path, e))?;
+    write_all_at(&file, path, offset, bytes).map_err(|e| Error::io("write", path, e))?;
     Ok(file)
 }
 
@@ -448,8 +439,6 @@ pub enum ReadOutcome {
     Missing,
 }
 
-/// Reads a whole store file, refusing symlinks and non-regular files and
-/// anything larger than `limit` bytes.
 /// The last `tail` bytes of `path` and the file's length, with the checks
 /// of [`read_file`] (no symlinks, regular files only, at most `limit`
 /// bytes long); `None` if it does not exist.
@@ -475,6 +464,7 @@ pub fn open_for_reading(path: &Path, limit: u64) -> Result<Option<(File, u64)>> 
     let file = match opened {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        // ELOOP is how O_NOFOLLOW reports a symlink.
         Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
             return Err(Error::integrity(
                 path,
@@ -501,38 +491,13 @@ pub fn open_for_reading(path: &Path, limit: u64) -> Result<Option<(File, u64)>> 
     Ok(Some((file, len)))
 }
 
+/// Reads a whole store file, refusing symlinks and non-regular files and
+/// anything larger than `limit` bytes.
 pub fn read_file(path: &Path, limit: u64) -> Result<ReadOutcome> {
-    let opened = OpenOptions::new()
-        .read(true)
-        .custom_flags(no_follow())
-        .open(path);
-    let file = match opened {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(ReadOutcome::Missing),
-        // ELOOP is how O_NOFOLLOW reports a symlink.
-        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
-            return Err(Error::integrity(
-                path,
-                "is a symlink; the store never follows symlinks",
-            ));
-        }
-        Err(e) => return Err(Error::io("open", path, e)),
+    let Some((file, len)) = open_for_reading(path, limit)? else {
+        return Ok(ReadOutcome::Missing);
     };
-    let meta = file.metadata().map_err(|e| Error::io("stat", path, e))?;
-    if !meta.file_type().is_file() {
-        return Err(Error::integrity(
-            path,
-            format!("expected a regular file, found {}", describe_type(&meta)),
-        ));
-    }
-    if meta.len() > limit {
-        return Err(Error::TooLarge {
-            what: path.display().to_string(),
-            size: meta.len(),
-            limit,
-        });
-    }
-    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    let mut bytes = Vec::with_capacity(len as usize);
     // `take` guards against a file that grows between stat and read.
     file.take(limit.saturating_add(1))
         .read_to_end(&mut bytes)

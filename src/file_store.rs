@@ -215,7 +215,10 @@ impl FileBackend {
         );
         let audit_data = audit_fields(&doc, audit_data);
         let limit = self.options.max_state_bytes.min(state_log::RECORD_LIMIT);
-        if !current.base_exists || doc.to_line().len() as u64 >= limit {
+        // Serialized once: its length decides where it goes, and the log
+        // record is built from it.
+        let line = doc.to_line();
+        if !current.base_exists || line.len() as u64 >= limit {
             let doc = self.write_base(workflow, doc)?;
             return self.audited(doc, event, audit_data);
         }
@@ -225,7 +228,7 @@ impl FileBackend {
         let (log_len, entry) = self
             .audit
             .append_with(workflow, event, audit_data, |entry| {
-                let record = state_log::record_line(&doc, entry);
+                let record = state_log::record_line(line, entry);
                 state_log::append(&log_path, record, current.log_append_at)
             })?;
         if let Err(e) = entry {

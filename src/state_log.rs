@@ -184,9 +184,8 @@ fn split_record(line: &[u8]) -> (&[u8], Option<&[u8]>) {
     }
 }
 
-/// The record line for `doc` carrying `audit_line`.
-pub(crate) fn record_line(doc: &StateDoc, audit_line: &str) -> Vec<u8> {
-    let mut line = doc.to_line();
+/// The record carrying `audit_line` for a document's `to_line`.
+pub(crate) fn record_line(mut line: Vec<u8>, audit_line: &str) -> Vec<u8> {
     line.pop(); // the newline goes after the audit entry
     line.push(b'\t');
     line.extend_from_slice(audit_line.as_bytes());

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{Scratch, code, ok, stdout_json, text, wait_until};
+use common::{Scratch, code, ok, stdout_json, text, wait_for_file, wait_until};
 use serde_json::json;
 use std::process::Command;
 use std::time::Duration;
@@ -39,12 +39,11 @@ fn a_paused_holder_that_lost_its_lock_cannot_overwrite_newer_state() {
     let dir = s.dir.path();
     let (ready, go, result) = (dir.join("ready"), dir.join("go"), dir.join("result"));
     let script = format!(
-        "touch '{ready}'; \
-         i=0; while [ ! -e '{go}' ] && [ $i -lt 3000 ]; do sleep 0.01; i=$((i+1)); done; \
+        "touch '{ready}'; {wait}; \
          echo '{{\"by\": \"holder\"}}' | '{bin}' --store '{store}' state set wf --expect-generation 1 -; \
          rc=$?; echo $rc > '{result}'; exit $rc",
         ready = ready.display(),
-        go = go.display(),
+        wait = wait_for_file(&go),
         result = result.display(),
         bin = common::BIN,
         store = s.store.display(),
@@ -139,11 +138,7 @@ fn lock_run_reports_a_lock_lost_while_the_command_ran() {
         return;
     };
     let (ready, go) = (s.dir.path().join("ready"), s.dir.path().join("go"));
-    let script = format!(
-        "touch '{}'; i=0; while [ ! -e '{}' ] && [ $i -lt 3000 ]; do sleep 0.01; i=$((i+1)); done",
-        ready.display(),
-        go.display()
-    );
+    let script = format!("touch '{}'; {}", ready.display(), wait_for_file(&go));
     let holder = s
         .cmd()
         .args(["lock", "run", "res", "--", "sh", "-c", &script])

@@ -17,7 +17,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use wfstate::checkpoint::{Checkpoint, ListQuery, NewCheckpoint, StateSnapshot};
+use wfstate::checkpoint::{Checkpoint, CheckpointBackend, ListQuery, NewCheckpoint, StateSnapshot};
 use wfstate::lock::{LockManager, LockMode, LockRequest, Recording};
 use wfstate::{Store, StoreOptions, durable};
 
@@ -299,28 +299,7 @@ fn checkpoint_figures(dir: &Path, quick: bool, put: &mut impl FnMut(&str, f64)) 
         started.elapsed()
     );
     assert_eq!(cps.take_repairs().len(), 1);
-    put(
-        &format!("checkpoint_latest_us_{suffix}"),
-        median(&time_each(200, |_| {
-            assert_eq!(cps.latest(big).unwrap().unwrap().id, newest.id);
-        })),
-    );
-    let query = ListQuery {
-        workflow: Some(big.into()),
-        limit: 20,
-        ..ListQuery::default()
-    };
-    put(
-        &format!("checkpoint_list20_us_{suffix}"),
-        median(&time_each(200, |_| {
-            assert_eq!(cps.list(&query).unwrap().len(), 20);
-        })),
-    );
-    let chain_times: Vec<f64> = time_each(20, |_| {
-        let chain = cps.chain(&newest.id, 10_000).unwrap();
-        assert_eq!(chain.links.len(), 10_000);
-    });
-    put("chain10k_ms", median(&chain_times) / 1000.0);
+    checkpoint_reads("", cps, big, &newest.id, suffix, put);
 }
 
 /// The same locked read-modify-write of a ~1 KiB JSON document in SQLite:
@@ -594,10 +573,23 @@ fn pg_checkpoint_figures(url: &str, quick: bool, put: &mut impl FnMut(&str, f64)
     let cps = store.checkpoints().unwrap();
     let newest = cps.latest(big).unwrap().unwrap();
     assert_eq!(Some(&newest.id), previous.as_ref());
+    checkpoint_reads("pg_", cps, big, &newest.id, suffix, put);
+}
+
+/// Times `latest`, a page of 20 and a 10,000-link chain in workflow `big`
+/// (whose newest checkpoint is `newest`), under keys starting `prefix`.
+fn checkpoint_reads(
+    prefix: &str,
+    cps: &dyn CheckpointBackend,
+    big: &str,
+    newest: &str,
+    suffix: &str,
+    put: &mut impl FnMut(&str, f64),
+) {
     put(
-        &format!("pg_checkpoint_latest_us_{suffix}"),
+        &format!("{prefix}checkpoint_latest_us_{suffix}"),
         median(&time_each(200, |_| {
-            assert_eq!(cps.latest(big).unwrap().unwrap().id, newest.id);
+            assert_eq!(cps.latest(big).unwrap().unwrap().id, newest);
         })),
     );
     let query = ListQuery {
@@ -606,16 +598,19 @@ fn pg_checkpoint_figures(url: &str, quick: bool, put: &mut impl FnMut(&str, f64)
         ..ListQuery::default()
     };
     put(
-        &format!("pg_checkpoint_list20_us_{suffix}"),
+        &format!("{prefix}checkpoint_list20_us_{suffix}"),
         median(&time_each(200, |_| {
             assert_eq!(cps.list(&query).unwrap().len(), 20);
         })),
     );
     let chain_times: Vec<f64> = time_each(20, |_| {
-        let chain = cps.chain(&newest.id, 10_000).unwrap();
+        let chain = cps.chain(newest, 10_000).unwrap();
         assert_eq!(chain.links.len(), 10_000);
     });
-    put("pg_chain10k_ms", median(&chain_times) / 1000.0);
+    put(
+        &format!("{prefix}chain10k_ms"),
+        median(&chain_times) / 1000.0,
+    );
 }
 
 /// A filler checkpoint for the read benchmarks (every tenth in phase REVIEW).
