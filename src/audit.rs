@@ -22,7 +22,7 @@
 //! processes keep one chain; each append is fsynced before it returns.
 
 use crate::canonical;
-use crate::durable;
+use crate::durable::{self, FileId};
 use crate::error::{Error, Result};
 use crate::integrity::{constant_time_eq, hex};
 use crate::lock::{LockGuard, LockManager};
@@ -32,8 +32,10 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
+use std::os::unix::fs::FileExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -108,6 +110,31 @@ pub struct AuditLog {
     /// "Entries carried by state logs" below); `None`: every append is
     /// synced on its own.
     state_dir: Option<PathBuf>,
+    /// Descriptors kept from one append to the next (shared by clones).
+    kept: Arc<Mutex<KeptFiles>>,
+}
+
+/// What an appender keeps open between appends, so that the next one,
+/// under the audit lock, need not reopen and reread: each with the identity
+/// of the file its name referred to, checked before use. Only used under
+/// the audit lock, when nobody else changes these files.
+#[derive(Default)]
+struct KeptFiles {
+    log: Option<KeptLog>,
+    pointer: Option<(File, FileId)>,
+    /// The pointer was checked in this hold of the audit lock (by the read
+    /// that precedes every write), so the write need not check it again.
+    pointer_checked: bool,
+}
+
+/// The log as this process last saw or left it. The log only grows (or is
+/// replaced, which changes its identity), so the same file at the same
+/// length still ends with the same entry.
+struct KeptLog {
+    file: File,
+    id: FileId,
+    len: u64,
+    last: Option<AuditEntry>,
 }
 
 /// Written (without fsync) before a state change's entry is made durable
@@ -274,6 +301,7 @@ impl AuditLog {
             key,
             lock_timeout,
             state_dir: None,
+            kept: Arc::default(),
         }
     }
 
@@ -374,7 +402,7 @@ impl AuditLog {
     fn settled_tail(&self, known: Option<Tail>) -> Result<Option<AuditEntry>> {
         let (last, ends_with_newline) = match known {
             Some(tail) => tail,
-            None => self.tail()?,
+            None => self.tail_checked()?,
         };
         if ends_with_newline {
             return Ok(last);
@@ -418,6 +446,42 @@ impl AuditLog {
         bytes
     }
 
+    /// `read_pointer` under the audit lock, through the kept descriptor
+    /// when the name still refers to its file (and keeping one if not).
+    fn read_pointer_checked(&self) -> Result<Option<Pointer>> {
+        let path = self.pointer_path();
+        let now = FileId::at(&path)?.map(|(id, _)| id);
+        let mut kept = self.kept();
+        match &kept.pointer {
+            Some((file, id)) if Some(*id) == now => {
+                let mut bytes = [0u8; POINTER_LEN];
+                let n = file
+                    .read_at(&mut bytes, 0)
+                    .map_err(|e| Error::io("read", &path, e))?;
+                kept.pointer_checked = true;
+                return Ok(serde_json::from_slice(&bytes[..n]).ok());
+            }
+            _ => {
+                kept.pointer = None;
+                kept.pointer_checked = false;
+            }
+        }
+        let pointer = self.read_pointer();
+        if let Ok(file) = durable::open_for_writes(&path)
+            && let Ok((id, _)) = FileId::of_file(&file, &path)
+            && Some(id) == now
+        {
+            kept.pointer = Some((file, id));
+            kept.pointer_checked = true;
+        }
+        Ok(pointer)
+    }
+
+    fn kept(&self) -> MutexGuard<'_, KeptFiles> {
+        // A panic while holding this leaves only descriptors behind.
+        self.kept.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Records (without fsync) that entry `seq` of `workflow` is on its way.
     fn write_pointer(&self, seq: u64, workflow: &str) -> Result<()> {
         let bytes = Self::pointer_bytes(&Pointer {
@@ -425,7 +489,18 @@ impl AuditLog {
             seq,
             workflow: Some(workflow.to_string()),
         });
-        match durable::overwrite_unsynced(&self.pointer_path(), &bytes) {
+        let path = self.pointer_path();
+        {
+            let mut kept = self.kept();
+            let checked = std::mem::take(&mut kept.pointer_checked);
+            if let Some((file, id)) = &kept.pointer {
+                if checked || FileId::at(&path)?.map(|(now, _)| now) == Some(*id) {
+                    return durable::write_at_unsynced_in(file, &path, 0, &bytes);
+                }
+                kept.pointer = None;
+            }
+        }
+        match durable::overwrite_unsynced(&path, &bytes) {
             Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
                 durable::replace_file_with_bytes(&self.pointer_path(), &bytes)
             }
@@ -462,12 +537,59 @@ impl AuditLog {
         let mut bytes = Vec::with_capacity(line.len() + 1);
         bytes.extend_from_slice(line.as_bytes());
         bytes.push(b'\n');
-        let copied = if self.path.exists() {
-            durable::append_unsynced(&self.path, &bytes)
-        } else {
-            durable::replace_file_with_bytes(&self.path, &bytes)
+        let copied = match self.append_kept(&bytes, &entry) {
+            Some(done) => done,
+            None if self.path.exists() => durable::append_unsynced(&self.path, &bytes),
+            None => durable::replace_file_with_bytes(&self.path, &bytes),
         };
         Ok((value, copied.map(|()| entry)))
+    }
+
+    /// Appends `bytes` (holding `entry`) unsynced through the kept log
+    /// descriptor; `None` if none is kept. The caller holds the audit lock
+    /// and checked the log in this hold (`tail_checked`, which every
+    /// append calls first); nothing it did since touched the log.
+    fn append_kept(&self, bytes: &[u8], entry: &AuditEntry) -> Option<Result<()>> {
+        let mut kept = self.kept();
+        let log = kept.log.as_mut()?;
+        let written = durable::write_at_unsynced_in(&log.file, &self.path, log.len, bytes);
+        match written {
+            Ok(()) => {
+                log.len += bytes.len() as u64;
+                log.last = Some(entry.clone());
+            }
+            Err(_) => kept.log = None,
+        }
+        Some(written)
+    }
+
+    /// `tail` under the audit lock: from what this process kept when the log
+    /// is the same file at the same length, else read (and kept).
+    fn tail_checked(&self) -> Result<Tail> {
+        let now = FileId::at(&self.path)?;
+        {
+            let mut kept = self.kept();
+            match (&kept.log, now) {
+                (Some(log), Some((id, len))) if log.id == id && log.len == len => {
+                    return Ok((log.last.clone(), true));
+                }
+                _ => kept.log = None,
+            }
+        }
+        let tail = self.tail()?;
+        if let (true, Some(seen)) = (tail.1, now)
+            && let Ok(file) = durable::open_for_writes(&self.path)
+            && let Ok(opened) = FileId::of_file(&file, &self.path)
+            && opened == seen
+        {
+            self.kept().log = Some(KeptLog {
+                file,
+                id: seen.0,
+                len: seen.1,
+                last: tail.0.clone(),
+            });
+        }
+        Ok(tail)
     }
 
     /// Makes every entry appended so far durable (before a state log drops
@@ -488,7 +610,7 @@ impl AuditLog {
         let Some(state_dir) = &self.state_dir else {
             return Ok(None);
         };
-        let Some(pointer) = self.read_pointer() else {
+        let Some(pointer) = self.read_pointer_checked()? else {
             return Ok(None);
         };
         let Some(workflow) = pointer
@@ -497,7 +619,7 @@ impl AuditLog {
         else {
             return Ok(None);
         };
-        let (last, ends_with_newline) = self.tail()?;
+        let (last, ends_with_newline) = self.tail_checked()?;
         let have = last.as_ref().map_or(0, |e| e.seq);
         if pointer.seq != have + 1 {
             // Nothing missing (or not ours to fix: health reports gaps).
@@ -1128,5 +1250,50 @@ mod tests {
         assert_eq!(report.first_bad.unwrap().line, 1);
         // Without the key the forgery would have passed: that is what the key buys.
         assert!(log(dir.path(), None).verify().unwrap().valid);
+    }
+}
+
+#[cfg(test)]
+mod kept_file_tests {
+    use crate::store::{Store, StoreOptions};
+    use serde_json::{Value, json};
+
+    fn pointer_seq(root: &std::path::Path) -> u64 {
+        let bytes = std::fs::read(root.join("audit.pointer")).unwrap();
+        serde_json::from_slice::<Value>(&bytes).unwrap()["seq"]
+            .as_u64()
+            .unwrap()
+    }
+
+    /// An appender keeps the pointer open between appends. When the file is
+    /// replaced meanwhile (recovery after a reboot replaces it), the next
+    /// append must write the new file: a pointer written into the old one
+    /// would name nothing, and a killed writer's entry would not be found.
+    #[test]
+    fn a_replaced_pointer_is_written_anew_not_through_the_kept_descriptor() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = Store::init(dir.path(), StoreOptions::default()).unwrap();
+        store.save("wf", json!({"n": 0}), None).unwrap();
+        for _ in 0..3 {
+            store
+                .update("wf", |d| {
+                    d["n"] = json!(d["n"].as_u64().unwrap() + 1);
+                    Ok(())
+                })
+                .unwrap();
+        }
+        let path = dir.path().join("audit.pointer");
+        let replacement = dir.path().join("pointer.new");
+        std::fs::copy(&path, &replacement).unwrap();
+        std::fs::rename(&replacement, &path).unwrap();
+        let doc = store
+            .update("wf", |d| {
+                d["n"] = json!(d["n"].as_u64().unwrap() + 1);
+                Ok(())
+            })
+            .unwrap();
+        let last = store.audit().unwrap().read(None, Some(1)).unwrap();
+        assert_eq!(last[0].seq, doc.generation);
+        assert_eq!(pointer_seq(dir.path()), doc.generation);
     }
 }

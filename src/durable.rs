@@ -246,6 +246,75 @@ pub fn write_at_synced(path: &Path, offset: u64, bytes: &[u8]) -> Result<()> {
     os_fdatasync(&file, path).map_err(|e| Error::io("fsync", path, e))
 }
 
+/// [`write_at_synced`] through a descriptor the caller keeps open (see
+/// `state_cache`). `path` must be the file's name (the caller checked that
+/// it still is): it names the file in errors and for the crash simulator.
+pub fn write_at_synced_in(file: &File, path: &Path, offset: u64, bytes: &[u8]) -> Result<()> {
+    write_all_at(file, path, offset, bytes).map_err(|e| Error::io("write", path, e))?;
+    os_fdatasync(file, path).map_err(|e| Error::io("fsync", path, e))
+}
+
+/// Writes `bytes` at `offset` through a descriptor the caller keeps open,
+/// without a sync (the durability of [`append_unsynced`]).
+pub fn write_at_unsynced_in(file: &File, path: &Path, offset: u64, bytes: &[u8]) -> Result<()> {
+    write_all_at(file, path, offset, bytes).map_err(|e| Error::io("write", path, e))
+}
+
+/// Which file a name refers to: compared to tell whether a descriptor kept
+/// open still belongs to the file its name refers to now. (While the
+/// descriptor is open its file's inode number cannot be reused.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileId {
+    dev: u64,
+    ino: u64,
+}
+
+impl FileId {
+    pub fn of(meta: &fs::Metadata) -> FileId {
+        use std::os::unix::fs::MetadataExt;
+        FileId {
+            dev: meta.dev(),
+            ino: meta.ino(),
+        }
+    }
+
+    /// The identity and length of the open file.
+    pub fn of_file(file: &File, path: &Path) -> Result<(FileId, u64)> {
+        let meta = file.metadata().map_err(|e| Error::io("stat", path, e))?;
+        Ok((FileId::of(&meta), meta.len()))
+    }
+
+    /// The regular file `path` names now (symlinks not followed), with its
+    /// length; `None` if there is none.
+    pub fn at(path: &Path) -> Result<Option<(FileId, u64)>> {
+        match fs::symlink_metadata(path) {
+            Ok(meta) if meta.file_type().is_file() => Ok(Some((FileId::of(&meta), meta.len()))),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io("stat", path, e)),
+        }
+    }
+}
+
+/// Opens the existing regular file `path` for reading and positioned
+/// writes, refusing symlinks: for a descriptor kept across operations.
+pub fn open_for_writes(path: &Path) -> Result<File> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(no_follow())
+        .open(path)
+        .map_err(|e| Error::io("open for writing", path, e))?;
+    let meta = file.metadata().map_err(|e| Error::io("stat", path, e))?;
+    if !meta.file_type().is_file() {
+        return Err(Error::integrity(
+            path,
+            format!("expected a regular file, found {}", describe_type(&meta)),
+        ));
+    }
+    Ok(file)
+}
+
 /// Writes `bytes` at `offset` of the existing file `path` (no sync) and
 /// returns the open file.
 fn write_at(path: &Path, offset: u64, bytes: &[u8]) -> Result<File> {

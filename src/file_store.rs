@@ -20,11 +20,14 @@ use crate::health::HealthReport;
 use crate::lock::{LockGuard, LockManager, NamedLocks, Notice, WaitNotice};
 use crate::name::validate_name;
 use crate::state::StateDoc;
+use crate::state_cache::StateCache;
 use crate::state_log;
 use crate::store::{Backend, InitOutcome, Store, StoreOptions};
 use serde_json::{Map, Value};
+use std::fs::File;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Format id of the store marker.
@@ -45,6 +48,8 @@ pub struct FileBackend {
     locks: LockManager,
     checkpoints: FileCheckpoints,
     audit: AuditLog,
+    /// Speeds up locked writes; never consulted without the lock.
+    known: StateCache,
 }
 
 impl FileBackend {
@@ -124,6 +129,7 @@ impl FileBackend {
             locks,
             checkpoints,
             audit,
+            known: StateCache::default(),
         })
     }
 
@@ -171,6 +177,7 @@ impl FileBackend {
             ReadOutcome::Found(bytes) => Some(StateDoc::decode(&bytes, &base_path, workflow)?),
         };
         let base_exists = base.is_some();
+        let log_exists = log.is_some();
         let log_append_at = log.as_ref().map_or(0, |l| l.append_at);
         let newest = log.and_then(|l| l.newest);
         let doc = match (base, newest) {
@@ -182,8 +189,40 @@ impl FileBackend {
             generation: doc.as_ref().map_or(0, |d| d.generation),
             doc,
             base_exists,
+            log_exists,
             log_append_at,
+            log: None,
         })
+    }
+
+    /// `current`, for a caller holding the workflow's lock: from what this
+    /// process knows when the files still say the same (`state_cache`),
+    /// else read and remembered.
+    fn current_locked(&self, workflow: &str) -> Result<Current> {
+        let log_path = self.log_path(workflow)?;
+        let base_path = self.state_path(workflow)?;
+        if let Some(known) = self.known.lookup(workflow, &log_path, &base_path) {
+            return Ok(Current {
+                generation: known.doc.as_ref().map_or(0, |d| d.generation),
+                doc: known.doc,
+                base_exists: known.base_exists,
+                log_exists: true,
+                log_append_at: known.append_at,
+                log: Some(known.log),
+            });
+        }
+        let current = self.current(workflow)?;
+        if current.log_exists {
+            self.known.remember(
+                workflow,
+                &log_path,
+                &base_path,
+                current.doc.as_ref(),
+                current.base_exists,
+                current.log_append_at,
+            );
+        }
+        Ok(current)
     }
 
     fn log_path(&self, workflow: &str) -> Result<PathBuf> {
@@ -225,12 +264,27 @@ impl FileBackend {
         // One fsync makes the new generation and its audit entry durable
         // together: the record carries the entry (see `audit`).
         let log_path = self.log_path(workflow)?;
-        let (log_len, entry) = self
+        let mut record_len = 0;
+        let appended = self
             .audit
             .append_with(workflow, event, audit_data, |entry| {
                 let record = state_log::record_line(line, entry);
-                state_log::append(&log_path, record, current.log_append_at)
-            })?;
+                record_len = record.len();
+                match &current.log {
+                    Some(log) => {
+                        state_log::append_through(log, &log_path, record, current.log_append_at)
+                    }
+                    None => state_log::append(&log_path, record, current.log_append_at),
+                }
+            });
+        let (log_len, entry) = match appended {
+            Ok(done) => done,
+            Err(e) => {
+                self.known.forget(workflow);
+                return Err(e);
+            }
+        };
+        self.known.appended(workflow, &doc, record_len, log_len);
         if let Err(e) = entry {
             return Err(unaudited(
                 e,
@@ -252,6 +306,7 @@ impl FileBackend {
     /// that may not be durable anywhere else. A crash anywhere leaves the
     /// log's record or the new base, and readers take the newer.
     fn compact_with(&self, workflow: &str, doc: &StateDoc, log_path: &Path) -> Result<()> {
+        self.known.forget(workflow);
         self.audit.sync()?;
         self.write_base(workflow, doc.clone())?;
         state_log::clear(log_path)
@@ -259,6 +314,7 @@ impl FileBackend {
 
     /// Replaces the base document with `doc`.
     fn write_base(&self, workflow: &str, doc: StateDoc) -> Result<StateDoc> {
+        self.known.forget(workflow);
         let path = self.state_path(workflow)?;
         let limit = self.options.max_state_bytes;
         let written = durable::replace_file(&path, |out| {
@@ -293,6 +349,7 @@ impl FileBackend {
         match self.current(workflow)?.doc {
             Some(doc) => self.compact_with(workflow, &doc, &log_path),
             None => {
+                self.known.forget(workflow);
                 self.audit.sync()?;
                 state_log::clear(&log_path)
             }
@@ -305,7 +362,10 @@ pub(crate) struct Current {
     pub doc: Option<StateDoc>,
     generation: u64,
     base_exists: bool,
+    log_exists: bool,
     log_append_at: u64,
+    /// The log, open, when `state_cache` vouched for it.
+    log: Option<Arc<File>>,
 }
 
 impl FileBackend {
@@ -323,7 +383,7 @@ impl FileBackend {
         let _guard = self.lock_workflow(workflow)?;
         // A corrupt current state stops the save: overwriting it would
         // silently destroy the evidence and whatever could be recovered.
-        let current = self.current(workflow)?;
+        let current = self.current_locked(workflow)?;
         let generation = current.generation;
         if let Some(expected) = expected_generation
             && expected != generation
@@ -431,7 +491,7 @@ impl Backend for FileBackend {
         edit: &mut dyn FnMut(&mut Value) -> Result<()>,
     ) -> Result<StateDoc> {
         let _guard = self.lock_workflow(workflow)?;
-        let mut current = self.current(workflow)?;
+        let mut current = self.current_locked(workflow)?;
         let mut data = match current.doc.take() {
             Some(doc) => doc.data,
             None => Value::Object(Map::new()),

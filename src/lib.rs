@@ -31,6 +31,7 @@ pub mod pointer;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod state;
+mod state_cache;
 mod state_log;
 pub mod store;
 

@@ -34,6 +34,7 @@
 use crate::durable::{self, ReadOutcome};
 use crate::error::{Error, Result};
 use crate::state::StateDoc;
+use std::fs::File;
 use std::path::Path;
 
 pub const LOG_SUFFIX: &str = ".log";
@@ -294,10 +295,23 @@ pub(crate) fn append(path: &Path, line: Vec<u8>, at: u64) -> Result<u64> {
     if !exists {
         clear(path)?;
     }
-    durable::write_at_synced(path, at, &line).map_err(|e| match e {
-        // The record is complete in the file, so readers see it; whether it
-        // reached the disk is unknown. (A failed write leaves at most an
-        // unterminated line, which readers ignore: the previous version.)
+    durable::write_at_synced(path, at, &line).map_err(durability_unknown)?;
+    Ok(at + line.len() as u64)
+}
+
+/// [`append`] through the log's descriptor, kept open by `state_cache`
+/// (which checked, under the workflow's lock, that `path` still names it).
+pub(crate) fn append_through(file: &File, path: &Path, line: Vec<u8>, at: u64) -> Result<u64> {
+    durable::write_at_synced_in(file, path, at, &line).map_err(durability_unknown)?;
+    Ok(at + line.len() as u64)
+}
+
+/// A failed sync after a complete write: the record is in the file, so
+/// readers see it; whether it reached the disk is unknown. (A failed write
+/// leaves at most an unterminated line, which readers ignore: the previous
+/// version.)
+fn durability_unknown(e: Error) -> Error {
+    match e {
         Error::Io {
             op: "fsync",
             path,
@@ -308,8 +322,7 @@ pub(crate) fn append(path: &Path, line: Vec<u8>, at: u64) -> Result<u64> {
             source,
         },
         other => other,
-    })?;
-    Ok(at + line.len() as u64)
+    }
 }
 
 /// Resets the log to preallocated zeros (after its newest record was made

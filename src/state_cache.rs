@@ -1,0 +1,257 @@
+//! What this process last read or wrote of each workflow's state files, so
+//! that the next locked write need not read them again.
+//!
+//! A locked update used to open, read and close the log (bisecting its
+//! blocks to find the end), the base, and then reopen the log to append:
+//! about twenty system calls around one `fdatasync`, which on a virtual
+//! disk cost more than the sync itself (BENCHMARKS.md, "Where an update's
+//! time goes"). With this cache a writer checks that its knowledge still
+//! holds with three cheap calls and writes through a descriptor it kept.
+//!
+//! Why the check is enough. Under the workflow's lock (callers hold it) the
+//! files change only in these ways, each of which the check sees:
+//! * another process appended a record: records are written at the append
+//!   position, right after the last newline, which is where our knowledge
+//!   ends; the byte there is no longer zero;
+//! * a compaction, a base write, a repair or an import replaced or moved a
+//!   file: renames give the name a new inode. We keep the old inodes open,
+//!   so their numbers cannot be reused while we compare against them.
+//!
+//! Any doubt (a failed check, an error, an unusual file) falls back to the
+//! full read, which is what every reader without the lock does anyway.
+
+use crate::durable::{self, FileId};
+use crate::error::{Error, Result};
+use crate::state::StateDoc;
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+/// Workflows remembered at once (each costs two descriptors).
+const MAX_WORKFLOWS: usize = 32;
+/// Larger documents are not kept in memory: re-reading them is cheap next
+/// to writing them, and a cache of them would be large.
+const MAX_DOC_BYTES: usize = 64 * 1024;
+
+/// The file `path` names now, if any.
+fn id_at(path: &Path) -> Result<Option<FileId>> {
+    Ok(FileId::at(path)?.map(|(id, _)| id))
+}
+
+/// A workflow's state as its files held it when this process last looked.
+#[derive(Clone)]
+pub(crate) struct Known {
+    /// The newest verified version (base or log record), if any.
+    pub doc: Option<StateDoc>,
+    pub base_exists: bool,
+    /// Where the next log record goes.
+    pub append_at: u64,
+    /// The log, open for writing; records go through it.
+    pub log: Arc<File>,
+    log_id: FileId,
+    /// The base, held open only so its inode number stays ours.
+    base: Option<(Arc<File>, FileId)>,
+}
+
+#[derive(Default)]
+pub(crate) struct StateCache {
+    workflows: Mutex<HashMap<String, Known>>,
+}
+
+impl StateCache {
+    /// What is known of `workflow`, if its files still say the same. The
+    /// caller holds the workflow's lock.
+    pub fn lookup(&self, workflow: &str, log_path: &Path, base_path: &Path) -> Option<Known> {
+        let known = self.entries().get(workflow).cloned()?;
+        match still_true(&known, log_path, base_path) {
+            Ok(true) => Some(known),
+            _ => {
+                self.forget(workflow);
+                None
+            }
+        }
+    }
+
+    /// Remembers what a full read under the lock found: opens the log for
+    /// writing and pins the base. Silently remembers nothing if that fails
+    /// (the next write reads again).
+    pub fn remember(
+        &self,
+        workflow: &str,
+        log_path: &Path,
+        base_path: &Path,
+        doc: Option<&StateDoc>,
+        base_exists: bool,
+        append_at: u64,
+    ) {
+        let open = || -> Result<Option<Known>> {
+            if doc.is_some_and(|d| too_large(serialized_size(d))) {
+                return Ok(None);
+            }
+            let log = durable::open_for_writes(log_path)?;
+            let (log_id, _) = FileId::of_file(&log, log_path)?;
+            let base = if base_exists {
+                let (file, _) = match durable::open_for_reading(base_path, u64::MAX)? {
+                    Some(opened) => opened,
+                    None => return Ok(None),
+                };
+                let (id, _) = FileId::of_file(&file, base_path)?;
+                Some((Arc::new(file), id))
+            } else {
+                None
+            };
+            Ok(Some(Known {
+                doc: doc.cloned(),
+                base_exists,
+                append_at,
+                log: Arc::new(log),
+                log_id,
+                base,
+            }))
+        };
+        match open() {
+            Ok(Some(known)) => {
+                let mut entries = self.entries();
+                if entries.len() >= MAX_WORKFLOWS && !entries.contains_key(workflow) {
+                    entries.clear();
+                }
+                entries.insert(workflow.to_string(), known);
+            }
+            _ => self.forget(workflow),
+        }
+    }
+
+    /// After a record of `record_len` bytes holding `doc` was appended
+    /// through `known.log`.
+    pub fn appended(&self, workflow: &str, doc: &StateDoc, record_len: usize, append_at: u64) {
+        let mut entries = self.entries();
+        if too_large(record_len) {
+            entries.remove(workflow);
+        } else if let Some(known) = entries.get_mut(workflow) {
+            known.doc = Some(doc.clone());
+            known.append_at = append_at;
+        }
+    }
+
+    /// After anything else changed the workflow's files (or might have).
+    pub fn forget(&self, workflow: &str) {
+        self.entries().remove(workflow);
+    }
+
+    fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<String, Known>> {
+        // A panic while holding this lock leaves only a cache behind.
+        self.workflows.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn too_large(serialized_len: usize) -> bool {
+    serialized_len > MAX_DOC_BYTES
+}
+
+fn serialized_size(doc: &StateDoc) -> usize {
+    doc.to_line().len()
+}
+
+/// The three checks of the module comment.
+fn still_true(known: &Known, log_path: &Path, base_path: &Path) -> Result<bool> {
+    if id_at(log_path)? != Some(known.log_id) {
+        return Ok(false);
+    }
+    let mut next = [0u8; 1];
+    let n = known
+        .log
+        .read_at(&mut next, known.append_at)
+        .map_err(|e| Error::io("read", log_path, e))?;
+    if n == 1 && next[0] != 0 {
+        return Ok(false); // someone appended since
+    }
+    Ok(id_at(base_path)? == known.base.as_ref().map(|(_, id)| *id))
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::store::{Store, StoreOptions};
+    use serde_json::{Value, json};
+
+    fn increment(data: &mut Value) -> crate::Result<()> {
+        let n = data["n"].as_u64().unwrap_or(0);
+        data["n"] = json!(n + 1);
+        Ok(())
+    }
+
+    /// Two stores in one process stand for two processes: each keeps its
+    /// own knowledge, so each must notice what the other wrote. A cache
+    /// that trusted itself would lose updates (the count would fall short)
+    /// or chain audit entries from a stale tail (verify would fail).
+    #[test]
+    fn writers_with_their_own_knowledge_notice_each_others_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, _) = Store::init(dir.path(), StoreOptions::default()).unwrap();
+        let b = Store::open(dir.path(), StoreOptions::default()).unwrap();
+        a.save("wf", json!({"n": 0}), None).unwrap();
+        let mut writes = 1;
+        let mut expected = 0;
+        for round in 0..60 {
+            // Alternate single and repeated writes, so each store finds the
+            // other's appends, and (the test build compacts every 4 KiB)
+            // the other's compactions.
+            b.update("wf", increment).unwrap();
+            writes += 1;
+            expected += 1;
+            for _ in 0..(1 + round % 3) {
+                a.update("wf", increment).unwrap();
+                writes += 1;
+                expected += 1;
+            }
+            // Changes that leave the log's end where `a` left it, each seen
+            // by one check only; `a` writes next.
+            if round % 20 == 7 {
+                // A record over the log's limit replaces the base and
+                // leaves the log alone: only the base's identity tells.
+                let n = b.load("wf").unwrap().data["n"].clone();
+                b.save("wf", json!({"n": n, "big": "x".repeat(1_100_000)}), None)
+                    .unwrap();
+                writes += 1;
+                a.update("wf", increment).unwrap();
+                writes += 1;
+                expected += 1;
+                let data = a.load("wf").unwrap().data;
+                assert!(data.get("big").is_some(), "the update built on the save");
+                assert_eq!(data["n"], json!(expected), "and it counts");
+                // Small again, so the knowledge is kept again.
+                let n = b.load("wf").unwrap().data["n"].clone();
+                b.save("wf", json!({"n": n}), None).unwrap();
+                writes += 1;
+            }
+            if round % 20 == 13 {
+                // The log moved aside (as repair moves a damaged file to
+                // quarantine; its newer records go with it) and a new log
+                // started: only the log's identity tells.
+                let state = dir.path().join("state");
+                std::fs::rename(state.join("wf.log"), dir.path().join("moved.log")).unwrap();
+                let n = b.load("wf").unwrap().data["n"].as_u64().unwrap();
+                b.save("wf", json!({"n": n, "round": round}), None).unwrap();
+                writes += 1;
+                expected = n;
+                a.update("wf", increment).unwrap();
+                writes += 1;
+                expected += 1;
+                let data = a.load("wf").unwrap().data;
+                assert_eq!(data["round"], json!(round), "the update built on the save");
+                assert_eq!(data["n"], json!(expected), "and it counts");
+            }
+        }
+        let fresh = Store::open(dir.path(), StoreOptions::default()).unwrap();
+        let doc = fresh.load("wf").unwrap();
+        assert_eq!(doc.data["n"], json!(expected), "no update lost");
+        assert_eq!(a.load("wf").unwrap(), doc);
+        let report = fresh.audit().unwrap().verify().unwrap();
+        assert!(report.first_bad.is_none(), "{report:?}");
+        let entries = fresh.audit().unwrap().read(None, None).unwrap();
+        let seqs: Vec<u64> = entries.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, (1..=entries.len() as u64).collect::<Vec<_>>());
+        assert_eq!(entries.len(), writes, "one entry per write");
+    }
+}
