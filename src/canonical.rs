@@ -9,7 +9,9 @@
 //! exactly what JCS writes; beyond it JCS would round, which would let two
 //! documents that differ in a large integer share a checksum.
 
+use serde_json::value::RawValue;
 use serde_json::{Map, Number, Value};
+use std::collections::BTreeMap;
 use std::io::{self, Write};
 
 /// Writes `value` in canonical form.
@@ -66,6 +68,63 @@ fn utf16_order(a: &str, b: &str) -> std::cmp::Ordering {
         a.as_bytes().cmp(b.as_bytes())
     } else {
         a.encode_utf16().cmp(b.encode_utf16())
+    }
+}
+
+/// The canonical form of the JSON text `text`, the same bytes as
+/// `write_value(&serde_json::from_str(text)?)`, without building the
+/// document: each object or array is split into its members' text and each
+/// member canonicalized in turn, so memory stays proportional to the widest
+/// object or array (its list of members), not to the document. As parsing
+/// into a `Value` does, a repeated key keeps its last value. Invalid JSON
+/// is an error before anything is written; errors of `out` come back as
+/// serde_json I/O errors (`is_io`).
+pub fn write_json_text(text: &str, out: &mut impl Write) -> serde_json::Result<()> {
+    let whole: &RawValue = serde_json::from_str(text)?;
+    write_raw(whole, out)
+}
+
+fn write_raw(raw: &RawValue, out: &mut impl Write) -> serde_json::Result<()> {
+    let text = raw.get(); // valid JSON, without surrounding whitespace
+    let io = serde_json::Error::io;
+    match text.as_bytes().first() {
+        Some(b'{') => {
+            // A map, so a repeated key keeps its last value.
+            let members: BTreeMap<String, &RawValue> = serde_json::from_str(text)?;
+            let mut members: Vec<(String, &RawValue)> = members.into_iter().collect();
+            members.sort_by(|(a, _), (b, _)| utf16_order(a, b));
+            out.write_all(b"{").map_err(io)?;
+            for (i, (key, item)) in members.into_iter().enumerate() {
+                if i > 0 {
+                    out.write_all(b",").map_err(io)?;
+                }
+                write_string(&key, out).map_err(io)?;
+                out.write_all(b":").map_err(io)?;
+                write_raw(item, out)?;
+            }
+            out.write_all(b"}").map_err(io)
+        }
+        Some(b'[') => {
+            let items: Vec<&RawValue> = serde_json::from_str(text)?;
+            out.write_all(b"[").map_err(io)?;
+            for (i, item) in items.into_iter().enumerate() {
+                if i > 0 {
+                    out.write_all(b",").map_err(io)?;
+                }
+                write_raw(item, out)?;
+            }
+            out.write_all(b"]").map_err(io)
+        }
+        Some(b'"') => {
+            let decoded: String = serde_json::from_str(text)?;
+            write_string(&decoded, out).map_err(io)
+        }
+        // true, false and null are their own canonical form.
+        Some(b't' | b'f' | b'n') => out.write_all(text.as_bytes()).map_err(io),
+        _ => {
+            let number: Number = serde_json::from_str(text)?;
+            write_number(&number, out).map_err(io)
+        }
     }
 }
 

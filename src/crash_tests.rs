@@ -186,6 +186,20 @@ fn an_overwriting_save_survives_every_crash_as_old_or_new() {
 }
 
 #[test]
+fn a_large_save_from_text_survives_every_crash_as_old_or_new() {
+    // Over the state log's record limit: written from the text, as the base.
+    let text = format!(r#"{{"n": 2, "pad": "{}"}}"#, "x".repeat(1 << 20));
+    let e = scenario(
+        workflow_at_generation_1,
+        |s| {
+            s.save_json("wf", &text, Some(1)).unwrap();
+        },
+        |_, s, ack| old_or_new(s, Some((1, 1)), (2, 2), ack),
+    );
+    assert_clean("state save from text", &e);
+}
+
+#[test]
 fn an_update_survives_every_crash_and_its_audit_entry_with_it() {
     let e = scenario(
         workflow_at_generation_1,

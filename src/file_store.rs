@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::health::HealthReport;
 use crate::lock::{LockGuard, LockManager, NamedLocks, Notice, WaitNotice};
 use crate::name::validate_name;
-use crate::state::StateDoc;
+use crate::state::{SavedVersion, StateDoc};
 use crate::state_cache::StateCache;
 use crate::state_log;
 use crate::store::{Backend, InitOutcome, Store, StoreOptions};
@@ -225,6 +225,23 @@ impl FileBackend {
         Ok(current)
     }
 
+    /// The current generation, verified as `current` verifies, without
+    /// holding the base's data as a tree (for saving large documents).
+    fn current_generation(&self, workflow: &str) -> Result<u64> {
+        // The log before the base, as in `current`.
+        let logged = state_log::read(&self.log_path(workflow)?, workflow)?
+            .and_then(|log| log.newest)
+            .map_or(0, |doc| doc.generation);
+        let base_path = self.state_path(workflow)?;
+        let base = match durable::read_file(&base_path, self.options.max_state_bytes)? {
+            ReadOutcome::Missing => 0,
+            ReadOutcome::Found(bytes) => {
+                StateDoc::decode_version(&bytes, &base_path, workflow)?.generation
+            }
+        };
+        Ok(logged.max(base))
+    }
+
     fn log_path(&self, workflow: &str) -> Result<PathBuf> {
         validate_name(workflow)?;
         Ok(self
@@ -259,7 +276,8 @@ impl FileBackend {
         let line = doc.to_line();
         if !current.base_exists || line.len() as u64 >= limit {
             let doc = self.write_base(workflow, doc)?;
-            return self.audited(doc, event, audit_data);
+            let generation = doc.generation;
+            return self.audited(doc, (workflow, generation), event, audit_data);
         }
         // One fsync makes the new generation and its audit entry durable
         // together: the record carries the entry (see `audit`).
@@ -314,6 +332,17 @@ impl FileBackend {
 
     /// Replaces the base document with `doc`.
     fn write_base(&self, workflow: &str, doc: StateDoc) -> Result<StateDoc> {
+        self.write_base_with(workflow, |out| doc.write_to(out))
+            .map(|()| doc)
+    }
+
+    /// Replaces the base document with what `write` writes, refusing more
+    /// than `max_state_bytes`.
+    fn write_base_with(
+        &self,
+        workflow: &str,
+        write: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+    ) -> Result<()> {
         self.known.forget(workflow);
         let path = self.state_path(workflow)?;
         let limit = self.options.max_state_bytes;
@@ -323,7 +352,7 @@ impl FileBackend {
                 written: 0,
                 limit,
             };
-            doc.write_to(&mut limited)
+            write(&mut limited)
         });
         match written {
             Err(Error::Io { source, .. })
@@ -338,7 +367,7 @@ impl FileBackend {
                     limit,
                 })
             }
-            other => other.map(|()| doc),
+            other => other,
         }
     }
 
@@ -385,15 +414,7 @@ impl FileBackend {
         // silently destroy the evidence and whatever could be recovered.
         let current = self.current_locked(workflow)?;
         let generation = current.generation;
-        if let Some(expected) = expected_generation
-            && expected != generation
-        {
-            return Err(Error::Conflict {
-                workflow: workflow.to_string(),
-                expected,
-                actual: generation,
-            });
-        }
+        expect_generation(workflow, expected_generation, generation)?;
         self.write_next(workflow, &current, origin, data, (event, audit_data))
     }
 
@@ -401,17 +422,35 @@ impl FileBackend {
     /// the workflow's lock so the log orders a workflow's generations as
     /// they happened. The change is durable already; if the append fails the
     /// error says so rather than pretend nothing happened.
-    fn audited(&self, doc: StateDoc, event: &str, data: Value) -> Result<StateDoc> {
+    fn audited<T>(
+        &self,
+        saved: T,
+        (workflow, generation): (&str, u64),
+        event: &str,
+        data: Value,
+    ) -> Result<T> {
         match self.audit.append(event, data) {
-            Ok(_) => Ok(doc),
+            Ok(_) => Ok(saved),
             Err(e) => Err(unaudited(
                 e,
                 &format!(
-                    "workflow {:?} generation {} was saved, but its audit entry was not written",
-                    doc.workflow, doc.generation
+                    "workflow {workflow:?} generation {generation} was saved, but its audit entry was not written"
                 ),
             )),
         }
+    }
+}
+
+/// The compare-and-swap of a save: `Conflict` unless the generation found
+/// under the lock is the one the caller expected (if it said).
+fn expect_generation(workflow: &str, expected: Option<u64>, actual: u64) -> Result<()> {
+    match expected {
+        Some(expected) if expected != actual => Err(Error::Conflict {
+            workflow: workflow.to_string(),
+            expected,
+            actual,
+        }),
+        _ => Ok(()),
     }
 }
 
@@ -479,6 +518,45 @@ impl Backend for FileBackend {
             event,
             audit_data,
         )
+    }
+
+    /// Documents that would go to the base anyway (1 MiB or more) are
+    /// sealed and written from the text, never parsed into a tree: memory
+    /// stays near the text's size (DESIGN §12). Smaller ones take the
+    /// ordinary path.
+    fn save_json(
+        &self,
+        workflow: &str,
+        json: &str,
+        expected_generation: Option<u64>,
+    ) -> Result<SavedVersion> {
+        let limit = self.options.max_state_bytes.min(state_log::RECORD_LIMIT);
+        if (json.len() as u64) < limit {
+            let data = crate::store::parse_json_document(json)?;
+            return self
+                .save(workflow, data, expected_generation)
+                .map(|doc| SavedVersion::of(&doc));
+        }
+        let _guard = self.lock_workflow(workflow)?;
+        let generation = self.current_generation(workflow)?;
+        expect_generation(workflow, expected_generation, generation)?;
+        let sealed = StateDoc::seal_text(workflow, generation + 1, clock::now_rfc3339(), json)
+            .map_err(|e| Error::InvalidInput(format!("the document is not valid JSON: {e}")))?;
+        self.write_base_with(workflow, |out| sealed.write_to(out))?;
+        let saved = SavedVersion {
+            workflow: sealed.workflow,
+            generation: sealed.generation,
+            updated_at: sealed.updated_at,
+            checksum: sealed.checksum,
+        };
+        let audit_data = serde_json::json!({
+            "expected_generation": expected_generation,
+            "workflow": saved.workflow,
+            "generation": saved.generation,
+            "checksum": saved.checksum,
+        });
+        let generation = saved.generation;
+        self.audited(saved, (workflow, generation), "state_save", audit_data)
     }
 
     fn checkpoints(&self) -> Option<&dyn CheckpointBackend> {

@@ -44,6 +44,32 @@ pub fn checksum_of(document: &Map<String, Value>) -> String {
     format!("{PREFIX}{}", hex(&hasher.0.finalize()))
 }
 
+/// The checksum `checksum_of` gives a document made of `members` plus a
+/// `data` member whose value is the JSON text `data_text`, computed without
+/// parsing that text into a tree (see `canonical::write_json_text`). Every
+/// key of `members` must sort after `data`, since `data` is hashed first.
+pub fn checksum_with_data_text(
+    members: &Map<String, Value>,
+    data_text: &str,
+) -> serde_json::Result<String> {
+    assert!(
+        members.keys().all(|k| k.as_str() > "data"),
+        "`data` sorts first"
+    );
+    let mut hasher = HashingWriter::default();
+    io::Write::write_all(&mut hasher, b"{\"data\":").expect("hashing cannot fail");
+    canonical::write_json_text(data_text, &mut hasher)?;
+    let rest = canonical::to_string(&Value::Object(members.clone()));
+    // `rest` is `{...}`: continue the object after `data` instead.
+    if rest.len() > 2 {
+        io::Write::write_all(&mut hasher, b",").expect("hashing cannot fail");
+        io::Write::write_all(&mut hasher, &rest.as_bytes()[1..]).expect("hashing cannot fail");
+    } else {
+        io::Write::write_all(&mut hasher, b"}").expect("hashing cannot fail");
+    }
+    Ok(format!("{PREFIX}{}", hex(&hasher.0.finalize())))
+}
+
 /// Compares two checksums without an early exit, so the time taken says
 /// nothing about where they differ.
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

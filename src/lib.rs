@@ -38,7 +38,7 @@ pub mod store;
 pub use error::{Error, Result};
 pub use lock::{LockGuard, LockManager, LockMode};
 pub use name::{MAX_NAME_LEN, validate_name};
-pub use state::{STATE_FORMAT, StateDoc};
+pub use state::{STATE_FORMAT, SavedVersion, StateDoc};
 pub use store::{Backend, InitOutcome, STORE_DIR_NAME, Store, StoreOptions};
 
 /// Compiles the README's examples as doctests so they cannot drift from the API.

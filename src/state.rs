@@ -17,7 +17,9 @@ use crate::document;
 use crate::error::{Error, Result};
 use crate::integrity::{self, CHECKSUM_FIELD};
 use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
+use std::collections::BTreeMap;
 use std::io::{self, Write};
 use std::path::Path;
 
@@ -39,6 +41,60 @@ pub struct StateDoc {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub origin: Option<Value>,
     pub data: Value,
+}
+
+/// A saved version's identity, without its data (what a save of JSON
+/// text returns, having never held the data as a tree).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SavedVersion {
+    pub workflow: String,
+    pub generation: u64,
+    pub updated_at: String,
+    pub checksum: String,
+}
+
+impl SavedVersion {
+    pub fn of(doc: &StateDoc) -> SavedVersion {
+        SavedVersion {
+            workflow: doc.workflow.clone(),
+            generation: doc.generation,
+            updated_at: doc.updated_at.clone(),
+            checksum: doc.checksum.clone(),
+        }
+    }
+}
+
+/// A state document sealed from JSON text (`StateDoc::seal_text`): the
+/// same fields and checksum as `seal` would give, with the data still text.
+#[derive(Debug)]
+pub struct SealedText<'a> {
+    pub workflow: String,
+    pub generation: u64,
+    pub updated_at: String,
+    pub checksum: String,
+    data_text: &'a str,
+}
+
+impl SealedText<'_> {
+    /// Writes the document as `StateDoc::write_to` lays it out, except that
+    /// the data is the text it was given (validated, whitespace around it
+    /// trimmed). It reads back as the `StateDoc` that `seal` would give for
+    /// that text parsed: same data, same checksum.
+    pub fn write_to(&self, out: &mut dyn Write) -> io::Result<()> {
+        let text = |s: &str| serde_json::to_string(s).expect("a string serializes");
+        write!(
+            out,
+            "{{\n  \"format\": {},\n  \"workflow\": {},\n  \"generation\": {},\n  \
+             \"updated_at\": {},\n  \"checksum\": {},\n  \"data\": ",
+            text(STATE_FORMAT),
+            text(&self.workflow),
+            self.generation,
+            text(&self.updated_at),
+            text(&self.checksum),
+        )?;
+        out.write_all(self.data_text.as_bytes())?;
+        out.write_all(b"\n}\n")
+    }
 }
 
 /// Field order of the file: metadata first so a human sees it at the top.
@@ -84,6 +140,32 @@ impl StateDoc {
         }
     }
 
+    /// Seals data given as JSON text, without parsing it into a tree (for
+    /// large states: see `canonical::write_json_text`). The text is not
+    /// kept: write the document with [`SealedText::write_to`].
+    pub fn seal_text<'a>(
+        workflow: &str,
+        generation: u64,
+        updated_at: String,
+        data_text: &'a str,
+    ) -> serde_json::Result<SealedText<'a>> {
+        let mut covered = Map::new();
+        covered.insert("format".into(), STATE_FORMAT.into());
+        covered.insert("workflow".into(), workflow.into());
+        covered.insert("generation".into(), generation.into());
+        covered.insert("updated_at".into(), updated_at.clone().into());
+        let checksum = integrity::checksum_with_data_text(&covered, data_text)?;
+        // Valid (the checksum parsed it); without surrounding whitespace.
+        let data_text = serde_json::from_str::<&RawValue>(data_text)?.get();
+        Ok(SealedText {
+            workflow: workflow.to_string(),
+            generation,
+            updated_at,
+            checksum,
+            data_text,
+        })
+    }
+
     /// The document as one line of compact JSON with its newline: a
     /// record of the file store's state log (same fields, same checksum).
     pub fn to_line(&self) -> Vec<u8> {
@@ -108,6 +190,22 @@ impl StateDoc {
     pub fn write_to(&self, out: &mut dyn Write) -> io::Result<()> {
         serde_json::to_writer_pretty(&mut *out, &self.on_disk())?;
         out.write_all(b"\n")
+    }
+
+    /// Verifies a state file's bytes as [`StateDoc::decode`] does and returns
+    /// the version without its data, never parsing the data into a tree
+    /// (its checksum is computed from the text: `canonical::write_json_text`),
+    /// so memory stays near the file's size. Anything unusual takes the
+    /// full decode, whose errors are the ones reported.
+    pub fn decode_version(
+        bytes: &[u8],
+        path: &Path,
+        expected_workflow: &str,
+    ) -> Result<SavedVersion> {
+        match version_from_text(bytes, expected_workflow) {
+            Some(version) => Ok(version),
+            None => StateDoc::decode(bytes, path, expected_workflow).map(|d| SavedVersion::of(&d)),
+        }
     }
 
     /// Parses and verifies a state file's bytes. `path` is named in every
@@ -141,6 +239,43 @@ impl StateDoc {
             data,
         })
     }
+}
+
+/// The light path of `decode_version`: `None` unless the document is a
+/// well-formed state of `expected_workflow` whose checksum verifies.
+fn version_from_text(bytes: &[u8], expected_workflow: &str) -> Option<SavedVersion> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    // A map, so a repeated member keeps its last value, as in `decode`.
+    let members: BTreeMap<String, &RawValue> = serde_json::from_str(text).ok()?;
+    let mut covered = Map::new();
+    let mut data = None;
+    for (key, raw) in members {
+        if key == "data" {
+            data = Some(raw);
+        } else {
+            covered.insert(key, serde_json::from_str(raw.get()).ok()?);
+        }
+    }
+    let data = data?;
+    let Some(Value::String(stored)) = covered.remove(CHECKSUM_FIELD) else {
+        return None;
+    };
+    if covered.get("format")?.as_str()? != STATE_FORMAT
+        || covered.get("workflow")?.as_str()? != expected_workflow
+        || !covered.keys().all(|k| k.as_str() > "data")
+    {
+        return None;
+    }
+    let computed = integrity::checksum_with_data_text(&covered, data.get()).ok()?;
+    if !integrity::constant_time_eq(stored.as_bytes(), computed.as_bytes()) {
+        return None;
+    }
+    Some(SavedVersion {
+        workflow: expected_workflow.to_string(),
+        generation: covered.get("generation")?.as_u64().filter(|g| *g >= 1)?,
+        updated_at: covered.get("updated_at")?.as_str()?.to_string(),
+        checksum: stored,
+    })
 }
 
 fn take_string(doc: &mut Map<String, Value>, key: &str) -> std::result::Result<String, String> {

@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::file_store::FileBackend;
 use crate::health::HealthReport;
 use crate::lock::{NamedLocks, WaitNotice};
-use crate::state::StateDoc;
+use crate::state::{SavedVersion, StateDoc};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -48,6 +48,13 @@ impl Default for StoreOptions {
     }
 }
 
+/// Parses the text of a state document, refusing anything but one JSON
+/// value with a message that says so.
+pub(crate) fn parse_json_document(json: &str) -> Result<Value> {
+    serde_json::from_str(json)
+        .map_err(|e| Error::InvalidInput(format!("the document is not valid JSON: {e}")))
+}
+
 /// What every storage backend provides. Names passed in are unchecked; each
 /// backend validates them where it turns them into storage keys.
 pub trait Backend: Send + Sync {
@@ -64,6 +71,18 @@ pub trait Backend: Send + Sync {
         data: Value,
         expected_generation: Option<u64>,
     ) -> Result<StateDoc>;
+    /// `save` of data given as JSON text. Backends that can, save a large
+    /// document without building it in memory; this default parses it.
+    fn save_json(
+        &self,
+        workflow: &str,
+        json: &str,
+        expected_generation: Option<u64>,
+    ) -> Result<SavedVersion> {
+        let data = parse_json_document(json)?;
+        self.save(workflow, data, expected_generation)
+            .map(|doc| SavedVersion::of(&doc))
+    }
     /// Loads, applies `edit` and saves, all under the workflow's lock, so
     /// concurrent updaters never lose an update. A missing state starts as
     /// `{}`. If `edit` fails nothing is written.
@@ -187,6 +206,20 @@ impl Store {
         expected_generation: Option<u64>,
     ) -> Result<StateDoc> {
         self.backend.save(workflow, data, expected_generation)
+    }
+
+    /// Saves the JSON text `json` as the workflow's state, as [`Store::save`]
+    /// saves a `Value`. On the file store a document of 1 MiB or more is
+    /// checksummed and written straight from the text, never held as a
+    /// tree, so saving 10 MiB takes tens of MiB of memory, not hundreds.
+    /// Text that is not one JSON value is refused (`InvalidInput`).
+    pub fn save_json(
+        &self,
+        workflow: &str,
+        json: &str,
+        expected_generation: Option<u64>,
+    ) -> Result<SavedVersion> {
+        self.backend.save_json(workflow, json, expected_generation)
     }
 
     /// See [`Backend::update`].

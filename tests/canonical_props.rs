@@ -7,8 +7,8 @@ use common::{Rng, random_value};
 use proptest::prelude::*;
 use serde_json::{Map, Value};
 use std::path::Path;
-use wfstate::StateDoc;
 use wfstate::canonical;
+use wfstate::{SavedVersion, StateDoc};
 
 fn json_value() -> impl Strategy<Value = Value> {
     let leaf = prop_oneof![
@@ -40,6 +40,66 @@ proptest! {
     }
 
     #[test]
+    fn canonicalizing_text_gives_the_bytes_of_canonicalizing_its_tree(v in json_value(), pretty: bool) {
+        let text = if pretty { serde_json::to_string_pretty(&v) } else { serde_json::to_string(&v) }.unwrap();
+        let mut streamed = Vec::new();
+        canonical::write_json_text(&text, &mut streamed).unwrap();
+        prop_assert_eq!(String::from_utf8(streamed).unwrap(), canonical::to_string(&v));
+    }
+
+    /// Damaged text: accepted exactly when parsing it into a tree is, and
+    /// then with the same bytes.
+    #[test]
+    fn text_is_accepted_exactly_when_its_tree_is(
+        v in json_value(),
+        at in any::<prop::sample::Index>(),
+        byte in prop::sample::select(vec![b'"', b'\\', b'{', b'}', b'[', b']', b',', b':', b'0', b'e', b'-', b' ', b'u']),
+    ) {
+        let mut text = serde_json::to_string(&v).unwrap().into_bytes();
+        let i = at.index(text.len());
+        text[i] = byte;
+        let Ok(text) = String::from_utf8(text) else { return Ok(()) };
+        let mut streamed = Vec::new();
+        match (serde_json::from_str::<Value>(&text), canonical::write_json_text(&text, &mut streamed)) {
+            (Ok(tree), Ok(())) => prop_assert_eq!(String::from_utf8(streamed).unwrap(), canonical::to_string(&tree)),
+            (Err(_), Err(_)) => {}
+            (tree, streamed) => prop_assert!(false, "{text:?}: tree {tree:?}, text {streamed:?}"),
+        }
+    }
+
+    /// Reading only a state's version (the save path of large documents)
+    /// accepts exactly what the full decode accepts, with the same version,
+    /// and a document sealed from text reads back as one sealed from its tree.
+    #[test]
+    fn reading_the_version_alone_agrees_with_the_full_decode(
+        data in json_value(),
+        generation in 1u64..u64::MAX,
+        flip in any::<prop::sample::Index>(),
+        bit in 0u8..8,
+        from_text: bool,
+    ) {
+        let at = "2026-01-01T00:00:00Z".to_string();
+        let mut bytes = Vec::new();
+        if from_text {
+            let text = serde_json::to_string_pretty(&data).unwrap();
+            StateDoc::seal_text("wf", generation, at.clone(), &text).unwrap().write_to(&mut bytes).unwrap();
+        } else {
+            StateDoc::seal("wf", generation, at.clone(), None, data.clone()).write_to(&mut bytes).unwrap();
+        }
+        let path = Path::new("wf.json");
+        let full = StateDoc::decode(&bytes, path, "wf").unwrap();
+        prop_assert_eq!(&full, &StateDoc::seal("wf", generation, at, None, data));
+        prop_assert_eq!(StateDoc::decode_version(&bytes, path, "wf").unwrap(), SavedVersion::of(&full));
+        let i = flip.index(bytes.len());
+        bytes[i] ^= 1 << bit;
+        match (StateDoc::decode(&bytes, path, "wf"), StateDoc::decode_version(&bytes, path, "wf")) {
+            (Ok(full), Ok(version)) => prop_assert_eq!(version, SavedVersion::of(&full)),
+            (Err(a), Err(b)) => prop_assert_eq!(a.to_string(), b.to_string()),
+            (full, version) => prop_assert!(false, "decode {:?} but version {:?}", full, version),
+        }
+    }
+
+    #[test]
     fn canonical_numbers_round_trip_exactly(f in any::<f64>().prop_filter("finite", |f| f.is_finite())) {
         let text = canonical::format_double(f);
         let back: f64 = text.parse().expect("a number");
@@ -64,6 +124,36 @@ proptest! {
         if let Ok(back) = StateDoc::decode(&bytes, Path::new("wf.json"), "wf") {
             prop_assert_eq!(canonical::to_string(&back.data), canonical::to_string(&doc.data));
             prop_assert_eq!(back.generation, doc.generation);
+        }
+    }
+}
+
+#[test]
+fn canonicalizing_text_agrees_with_the_tree_on_the_awkward_cases() {
+    let cases = [
+        r#"{"b": 1, "a": 2, "b": 3}"#,
+        r#"{"\u00e9": "\u00e9", "e\u0301": "\ud83d\ude00", "\u0000": "\b\f\n\r\t\/"}"#,
+        r#"[1.0, 1e2, -0, -0.0, 1E-7, 123456789012345678901234567890, 18446744073709551615, -9223372036854775808]"#,
+        r#"  {"nested": {"deeper": [[], {}, [{"z": null, "y": true, "x": false}]]}}  "#,
+        r#""\ud800""#,
+        r#"1e400"#,
+        r#"{"a": 1,}"#,
+        r#"[1, 2"#,
+        r#"{"a": 1} trailing"#,
+        "",
+    ];
+    for text in cases {
+        let tree = serde_json::from_str::<Value>(text);
+        let mut streamed = Vec::new();
+        let result = canonical::write_json_text(text, &mut streamed);
+        match (tree, result) {
+            (Ok(tree), Ok(())) => assert_eq!(
+                String::from_utf8(streamed).unwrap(),
+                canonical::to_string(&tree),
+                "{text}"
+            ),
+            (Err(_), Err(_)) => {}
+            (tree, result) => panic!("{text:?}: tree {tree:?}, text {result:?}"),
         }
     }
 }

@@ -50,6 +50,7 @@ conformance!(
     damaged_state_is_an_integrity_error_and_repair_quarantines_it,
     an_edited_audit_entry_fails_verification,
     seed_system_files_import_once,
+    large_documents_are_saved_from_their_text_and_read_back_the_same,
 );
 
 fn json_of(s: &Scratch, args: &[&str]) -> Value {
@@ -575,4 +576,121 @@ fn seed_system_files_import_once(s: &Scratch) {
     assert_eq!(again["state"]["action"], "already imported", "{again}");
     assert_eq!(code(&s.run(&["audit", "verify"])), 0);
     assert_eq!(code(&s.run(&["health"])), 0);
+}
+
+/// `state set` hands the document over as text; the file store saves a
+/// large one without parsing it into a tree. Whatever the path, what comes
+/// back is the document, sealed exactly as `StateDoc::seal` seals it.
+fn large_documents_are_saved_from_their_text_and_read_back_the_same(s: &Scratch) {
+    let items: Vec<Value> = (0..12_000)
+        .map(|i| {
+            json!({
+                "id": i,
+                "ratio": f64::from(i) / 7.0,
+                "name": format!("item-{i:06} \u{e9}\u{1F600}\t\"q\""),
+                "big": u64::MAX - i as u64,
+                "n\u{e9}sted": {"z": null, "a": [true, false, 1e-7, -0.0]},
+            })
+        })
+        .collect();
+    // Pretty text, a key repeated (the last one counts, as everywhere in
+    // JSON parsing), and a number written in a non-canonical way.
+    let body = serde_json::to_string_pretty(&json!({"items": items})).unwrap();
+    let doc_text = format!(
+        "{{\"phase\": \"first\", \"count\": 1.50e1, {}, \"phase\": \"last\"}}",
+        &body[1..body.len() - 1]
+    );
+    assert!(
+        doc_text.len() > 2 << 20,
+        "large enough for the text path: {}",
+        doc_text.len()
+    );
+    let file = s.dir.path().join("big.json");
+    std::fs::write(&file, &doc_text).unwrap();
+    let file = file.to_str().unwrap();
+
+    let saved = json_of(s, &["state", "set", "big", "--file", file]);
+    let got = json_of(s, &["state", "get", "big"]);
+    let expected: Value = serde_json::from_str(&doc_text).unwrap();
+    assert_eq!(got["data"], expected);
+    assert_eq!(got["data"]["phase"], "last");
+    let sealed = wfstate::StateDoc::seal(
+        "big",
+        1,
+        got["updated_at"].as_str().unwrap().to_string(),
+        None,
+        expected.clone(),
+    );
+    assert_eq!(saved["checksum"], json!(sealed.checksum));
+    assert_eq!(got["checksum"], json!(sealed.checksum));
+
+    // Saving over a large state, with a compare-and-swap on its generation.
+    let stale = s.run(&[
+        "state",
+        "set",
+        "big",
+        "--expect-generation",
+        "0",
+        "--file",
+        file,
+    ]);
+    assert_eq!(code(&stale), 4, "{}", text(&stale.stderr));
+    ok(&s.run(&[
+        "state",
+        "set",
+        "big",
+        "--expect-generation",
+        "1",
+        "--file",
+        file,
+    ]));
+    ok(&s.run(&["state", "update", "big", "--incr", "/n"]));
+    ok(&s.run(&[
+        "state",
+        "set",
+        "big",
+        "--expect-generation",
+        "3",
+        "--file",
+        file,
+    ]));
+
+    // Damaged text is refused, naming the input, and changes nothing.
+    std::fs::write(
+        s.dir.path().join("cut.json"),
+        &doc_text[..doc_text.len() - 10],
+    )
+    .unwrap();
+    let cut = s.run(&[
+        "state",
+        "set",
+        "big",
+        "--file",
+        s.dir.path().join("cut.json").to_str().unwrap(),
+    ]);
+    assert_eq!(code(&cut), 2, "{}", text(&cut.stderr));
+    assert!(
+        text(&cut.stderr).contains("cut.json"),
+        "{}",
+        text(&cut.stderr)
+    );
+    std::fs::write(s.dir.path().join("latin1.json"), b"{\"a\": \"\xe9\"}").unwrap();
+    let latin1 = s.run(&[
+        "state",
+        "set",
+        "big",
+        "--file",
+        s.dir.path().join("latin1.json").to_str().unwrap(),
+    ]);
+    assert_eq!(code(&latin1), 2, "{}", text(&latin1.stderr));
+    assert!(
+        text(&latin1.stderr).contains("not UTF-8"),
+        "{}",
+        text(&latin1.stderr)
+    );
+    let got = json_of(s, &["state", "get", "big"]);
+    assert_eq!(got["generation"], 4);
+    assert_eq!(got["data"], expected);
+    ok(&s.run(&["state", "verify", "big"]));
+    ok(&s.run(&["audit", "verify"]));
 }

@@ -16,7 +16,9 @@ use wfstate::import::{ImportOptions, ImportReport, import_legacy};
 use wfstate::lock::{LockRequest, Notice, Recording, WaitNotice};
 use wfstate::pointer::{self, Edit};
 use wfstate::store::{self, DEFAULT_MAX_STATE_BYTES};
-use wfstate::{Error, InitOutcome, LockMode, STORE_DIR_NAME, StateDoc, Store, StoreOptions};
+use wfstate::{
+    Error, InitOutcome, LockMode, STORE_DIR_NAME, SavedVersion, StateDoc, Store, StoreOptions,
+};
 
 const AFTER_HELP: &str = "\
 Exit codes:
@@ -758,16 +760,20 @@ fn exit_status_code(status: std::process::ExitStatus) -> u8 {
 }
 
 fn saved(doc: &StateDoc) -> Outcome {
+    saved_version_outcome(&SavedVersion::of(doc))
+}
+
+fn saved_version_outcome(saved: &SavedVersion) -> Outcome {
     Outcome::ok(
         json!({
-            "workflow": doc.workflow,
-            "generation": doc.generation,
-            "updated_at": doc.updated_at,
-            "checksum": doc.checksum,
+            "workflow": saved.workflow,
+            "generation": saved.generation,
+            "updated_at": saved.updated_at,
+            "checksum": saved.checksum,
         }),
         format!(
             "saved {} generation {} ({})",
-            doc.workflow, doc.generation, doc.checksum
+            saved.workflow, saved.generation, saved.checksum
         ),
     )
 }
@@ -855,8 +861,19 @@ fn run_state(
             wait,
         } => {
             let store = open_store(path, Some(&wait))?;
-            let data = read_document(file.as_deref())?;
-            Ok(saved(&store.save(&workflow, data, expect_generation)?))
+            let (label, text) = read_document(file.as_deref())?;
+            // As text: a large document is saved without being parsed into
+            // a tree (`Store::save_json`).
+            let saved_version = store
+                .save_json(&workflow, &text, expect_generation)
+                .map_err(|e| match e {
+                    Error::InvalidInput(message) => Error::InvalidInput(format!(
+                        "{label} {}",
+                        message.trim_start_matches("the document ")
+                    )),
+                    other => other,
+                })?;
+            Ok(saved_version_outcome(&saved_version))
         }
         StateCommand::Update { workflow, wait, .. } => {
             let update_matches = matches
@@ -939,7 +956,8 @@ fn parse_incr(arg: &str) -> wfstate::Result<Edit> {
 
 /// Reads a JSON document from `file`, or from stdin when `None`, refusing
 /// more than the state size limit before parsing anything.
-fn read_document(file: Option<&Path>) -> wfstate::Result<Value> {
+/// The document's text and a label naming where it came from.
+fn read_document(file: Option<&Path>) -> wfstate::Result<(String, String)> {
     let limit = DEFAULT_MAX_STATE_BYTES;
     let (label, mut reader): (String, Box<dyn Read>) = match file {
         Some(path) => (
@@ -965,6 +983,11 @@ fn read_document(file: Option<&Path>) -> wfstate::Result<Value> {
             limit,
         });
     }
-    serde_json::from_slice(&bytes)
-        .map_err(|e| Error::InvalidInput(format!("{label} is not a JSON document: {e}")))
+    match String::from_utf8(bytes) {
+        Ok(text) => Ok((label, text)),
+        Err(e) => Err(Error::InvalidInput(format!(
+            "{label} is not a JSON document: not UTF-8 (at byte {})",
+            e.utf8_error().valid_up_to()
+        ))),
+    }
 }
