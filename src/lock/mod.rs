@@ -19,7 +19,7 @@
 pub mod holder;
 pub mod status;
 
-use crate::durable;
+use crate::durable::{self, FileId};
 use crate::error::{Error, Result};
 use crate::name::validate_name;
 use holder::HolderRecord;
@@ -29,7 +29,7 @@ use std::collections::HashMap;
 use std::fs::{File, TryLockError};
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 /// Whether a lock is held shared (many holders) or exclusive (one holder).
@@ -157,12 +157,15 @@ struct LockId {
     display_name: String,
     path: PathBuf,
     keeps_records: bool,
+    /// Where an internal lock's descriptor goes between acquisitions.
+    idle: Option<Arc<IdleDescriptors>>,
 }
 
 /// Locks of one directory.
 #[derive(Debug, Clone)]
 pub struct LockManager {
     dir: PathBuf,
+    idle: Arc<IdleDescriptors>,
 }
 
 struct HeldLock {
@@ -170,6 +173,52 @@ struct HeldLock {
     count: usize,
     file: File,
     record_path: Option<PathBuf>,
+    /// Set for internal locks: the descriptor goes back to the idle set on
+    /// release, unless a child may have inherited it.
+    reuse: Option<(Arc<IdleDescriptors>, FileId)>,
+}
+
+/// Descriptors of the library's own lock files (`workflow@...`,
+/// `audit@log`, ...), unlocked, kept open for the next acquisition by this
+/// process: a locked update takes two such locks, and opening and closing
+/// each file cost more than the lock itself (DESIGN section 4). Each is
+/// its own open file description, so threads still exclude each other
+/// (the kernel's unit of `flock` ownership); one taken from here is checked
+/// after locking to still be the file its name refers to.
+#[derive(Default)]
+struct IdleDescriptors(Mutex<HashMap<PathBuf, Vec<(File, FileId)>>>);
+
+impl std::fmt::Debug for IdleDescriptors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("IdleDescriptors")
+    }
+}
+
+/// Idle descriptors kept per lock file and in all.
+const IDLE_PER_LOCK: usize = 2;
+const IDLE_TOTAL: usize = 64;
+
+impl IdleDescriptors {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<PathBuf, Vec<(File, FileId)>>> {
+        // A panic while holding this leaves only descriptors behind.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn take(&self, path: &Path) -> Option<(File, FileId)> {
+        self.map().get_mut(path)?.pop()
+    }
+
+    /// Keeps `file` (unlocked by the caller) for the next acquisition.
+    fn give_back(&self, path: &Path, file: File, id: FileId) {
+        let mut map = self.map();
+        if map.values().map(Vec::len).sum::<usize>() >= IDLE_TOTAL {
+            map.clear();
+        }
+        let idle = map.entry(path.to_path_buf()).or_default();
+        if idle.len() < IDLE_PER_LOCK {
+            idle.push((file, id));
+        }
+    }
 }
 
 thread_local! {
@@ -208,7 +257,15 @@ impl LockGuard {
                 .get(&self.path)
                 .expect("a live guard's lock is registered");
             rustix::io::fcntl_setfd(&entry.file, rustix::io::FdFlags::empty())
-                .map_err(|e| Error::io("clear close-on-exec", &self.path, e.into()))
+                .map_err(|e| Error::io("clear close-on-exec", &self.path, e.into()))?;
+            // A child may hold it from now on: never reuse it.
+            drop(held);
+            HELD.with(|held| {
+                if let Some(entry) = held.borrow_mut().get_mut(&self.path) {
+                    entry.reuse = None;
+                }
+            });
+            Ok(())
         })
     }
 }
@@ -243,9 +300,15 @@ impl Drop for LockGuard {
             if let Some(record) = &entry.record_path {
                 let _ = durable::remove_file_unsynced(record);
             }
-            // Closing the descriptor releases the lock (unless a child
-            // inherited it: see `share_with_children`).
-            drop(entry.file);
+            // Unlocked and kept for the next acquisition, or closed, which
+            // releases the lock (unless a child inherited it: see
+            // `share_with_children`).
+            match entry.reuse {
+                Some((idle, id)) if entry.file.unlock().is_ok() => {
+                    idle.give_back(&self.path, entry.file, id)
+                }
+                _ => drop(entry.file),
+            }
         }
     }
 }
@@ -312,7 +375,10 @@ impl LockManager {
         let dir = dir.into();
         durable::require_real_dir(&dir)?;
         refuse_network_filesystem(&dir)?;
-        Ok(LockManager { dir })
+        Ok(LockManager {
+            dir,
+            idle: Arc::default(),
+        })
     }
 
     pub fn dir(&self) -> &Path {
@@ -325,6 +391,7 @@ impl LockManager {
             display_name: name.to_string(),
             path: self.dir.join(format!("{name}{LOCK_SUFFIX}")),
             keeps_records: true,
+            idle: None,
         })
     }
 
@@ -338,6 +405,7 @@ impl LockManager {
             path: self.dir.join(format!("{display_name}{LOCK_SUFFIX}")),
             display_name,
             keeps_records: false,
+            idle: Some(self.idle.clone()),
         })
     }
 
@@ -519,7 +587,7 @@ fn guard_for(id: &LockId, mode: LockMode) -> LockGuard {
 fn take_ownership(
     id: &LockId,
     mode: LockMode,
-    file: File,
+    (file, file_id): (File, Option<FileId>),
     purpose: Option<&str>,
 ) -> Result<LockGuard> {
     let record_path = if id.keeps_records {
@@ -554,6 +622,7 @@ fn take_ownership(
                 count: 1,
                 file,
                 record_path,
+                reuse: id.idle.clone().zip(file_id),
             },
         )
     });
@@ -572,15 +641,44 @@ fn try_lock_file(file: &File, mode: LockMode) -> std::result::Result<bool, std::
     }
 }
 
+/// A descriptor of the lock file: an idle one if there is one, else newly
+/// opened; with the file's identity when it may be reused.
+fn lock_file(id: &LockId) -> Result<(File, Option<FileId>, bool)> {
+    if let Some((file, file_id)) = id.idle.as_ref().and_then(|idle| idle.take(&id.path)) {
+        return Ok((file, Some(file_id), true));
+    }
+    let file = durable::open_stable_file(&id.path)?;
+    let file_id = match id.idle {
+        Some(_) => Some(FileId::of_file(&file, &id.path)?.0),
+        None => None,
+    };
+    Ok((file, file_id, false))
+}
+
+/// After locking a descriptor that was idle: whether its file is still the
+/// one the name refers to (lock files are never replaced by wfstate, but a
+/// person may have removed one). If not, the caller starts over.
+fn still_named(id: &LockId, file_id: Option<FileId>) -> Result<bool> {
+    Ok(FileId::at(&id.path)?.map(|(now, _)| now) == file_id)
+}
+
 fn try_acquire(id: &LockId, mode: LockMode, purpose: Option<&str>) -> Result<Option<LockGuard>> {
     if let Some(guard) = reenter(id, mode)? {
         return Ok(Some(guard));
     }
-    let file = durable::open_stable_file(&id.path)?;
-    match try_lock_file(&file, mode) {
-        Ok(true) => take_ownership(id, mode, file, purpose).map(Some),
-        Ok(false) => Ok(None),
-        Err(e) => Err(Error::io("flock", &id.path, e)),
+    loop {
+        let (file, file_id, was_idle) = lock_file(id)?;
+        match try_lock_file(&file, mode) {
+            Ok(true) if was_idle && !still_named(id, file_id)? => continue,
+            Ok(true) => return take_ownership(id, mode, (file, file_id), purpose).map(Some),
+            Ok(false) => {
+                if let (Some(idle), Some(file_id)) = (&id.idle, file_id) {
+                    idle.give_back(&id.path, file, file_id);
+                }
+                return Ok(None);
+            }
+            Err(e) => return Err(Error::io("flock", &id.path, e)),
+        }
     }
 }
 
@@ -595,7 +693,13 @@ fn acquire(
     if let Some(guard) = try_acquire(id, mode, purpose)? {
         return Ok(guard);
     }
+    // Opened afresh (not an idle descriptor): on timeout it is abandoned to
+    // the helper below, and must never be reused.
     let file = durable::open_stable_file(&id.path)?;
+    let file_id = match id.idle {
+        Some(_) => Some(FileId::of_file(&file, &id.path)?.0),
+        None => None,
+    };
     // A blocking flock cannot be given a deadline, and polling would either
     // burn CPU or add its interval to every handoff. So a helper thread
     // blocks in flock on a duplicate of our descriptor (same open file
@@ -639,7 +743,7 @@ fn acquire(
         received = wait_until(deadline);
     }
     match received {
-        Ok(Ok(())) => take_ownership(id, mode, file, purpose),
+        Ok(Ok(())) => take_ownership(id, mode, (file, file_id), purpose),
         Ok(Err(e)) => Err(Error::io("flock", &id.path, e)),
         Err(_) => Err(Error::LockTimeout {
             lock: id.display_name.clone(),
@@ -679,17 +783,65 @@ mod tests {
 
     #[test]
     fn many_threads_never_hold_the_exclusive_lock_together() {
+        let (_dir, mgr) = manager();
+        hammer_from_eight_threads(
+            move |mgr| mgr.exclusive("res", Some(Duration::from_secs(30))).unwrap(),
+            mgr,
+        );
+    }
+
+    /// The library's own locks reuse idle descriptors; each is still its own
+    /// open file description, so threads still exclude each other.
+    #[test]
+    fn internal_locks_with_reused_descriptors_still_exclude_threads() {
+        let (_dir, mgr) = manager();
+        hammer_from_eight_threads(
+            move |mgr| {
+                mgr.internal_exclusive("workflow", "wf", Some(Duration::from_secs(30)))
+                    .unwrap()
+            },
+            mgr.clone(),
+        );
+        assert!(
+            !mgr.idle.map().is_empty(),
+            "released descriptors were kept for reuse"
+        );
+    }
+
+    /// An idle descriptor whose file was removed meanwhile must not be
+    /// locked: it would lock a file nobody else can see.
+    #[test]
+    fn a_reused_descriptor_follows_its_lock_file_being_replaced() {
+        let (dir, mgr) = manager();
+        drop(mgr.internal_exclusive("workflow", "wf", None).unwrap());
+        let path = dir.path().join("workflow@wf.lock");
+        std::fs::remove_file(&path).unwrap();
+        let _held = mgr.internal_exclusive("workflow", "wf", None).unwrap();
+        // Another process (another manager, fresh descriptors) must find it
+        // held through the file the name now refers to.
+        let other = File::open(&path).unwrap();
+        assert!(
+            matches!(other.try_lock(), Err(TryLockError::WouldBlock)),
+            "the lock was taken on the removed file"
+        );
+    }
+
+    fn hammer_from_eight_threads(
+        take: impl Fn(&LockManager) -> LockGuard + Send + Sync + 'static,
+        mgr: LockManager,
+    ) {
         use std::sync::Arc;
         use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-        let (_dir, mgr) = manager();
+        let take = Arc::new(take);
         let inside = Arc::new(AtomicBool::new(false));
         let entries = Arc::new(AtomicUsize::new(0));
         let threads: Vec<_> = (0..8)
             .map(|_| {
                 let (mgr, inside, entries) = (mgr.clone(), inside.clone(), entries.clone());
+                let take = take.clone();
                 std::thread::spawn(move || {
                     for _ in 0..200 {
-                        let _g = mgr.exclusive("res", Some(Duration::from_secs(30))).unwrap();
+                        let _g = take(&mgr);
                         assert!(!inside.swap(true, Ordering::SeqCst), "two holders at once");
                         std::thread::yield_now();
                         inside.store(false, Ordering::SeqCst);
