@@ -110,6 +110,8 @@ pub struct AuditLog {
     /// "Entries carried by state logs" below); `None`: every append is
     /// synced on its own.
     state_dir: Option<PathBuf>,
+    /// Where the checkpoint journals that carry entries live.
+    checkpoint_root: Option<PathBuf>,
     /// Descriptors kept from one append to the next (shared by clones).
     kept: Arc<Mutex<KeptFiles>>,
 }
@@ -144,6 +146,21 @@ struct Pointer {
     boot: String,
     seq: u64,
     workflow: Option<String>,
+    /// Which of the workflow's logs carries the entry (absent: its state
+    /// log, as pointers written before checkpoints carried entries say).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    carrier: Option<Carrier>,
+}
+
+/// A log that carries audit entries in its records (see "Entries carried
+/// by state logs" below).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Carrier {
+    /// `state/<wf>.log`.
+    StateLog,
+    /// `checkpoints/<wf>/journal`.
+    CheckpointJournal,
 }
 
 /// The log's last parsable entry, and whether the file ends with a newline.
@@ -301,15 +318,34 @@ impl AuditLog {
             key,
             lock_timeout,
             state_dir: None,
+            checkpoint_root: None,
             kept: Arc::default(),
         }
     }
 
     /// Lets state changes carry their entries in the state logs of
     /// `state_dir` (one fsync per change; see `append_with`).
-    pub(crate) fn with_state_logs(mut self, state_dir: PathBuf) -> Self {
+    pub(crate) fn with_state_logs(mut self, state_dir: PathBuf, checkpoint_root: PathBuf) -> Self {
         self.state_dir = Some(state_dir);
+        self.checkpoint_root = Some(checkpoint_root);
         self
+    }
+
+    /// The log of `workflow` that `carrier` names.
+    fn carrier_path(&self, carrier: Carrier, workflow: &str) -> Option<PathBuf> {
+        match carrier {
+            Carrier::StateLog => Some(
+                self.state_dir
+                    .as_ref()?
+                    .join(format!("{workflow}{}", crate::state_log::LOG_SUFFIX)),
+            ),
+            Carrier::CheckpointJournal => Some(
+                self.checkpoint_root
+                    .as_ref()?
+                    .join(workflow)
+                    .join(crate::checkpoint::files::JOURNAL_FILE),
+            ),
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -482,12 +518,14 @@ impl AuditLog {
         self.kept.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Records (without fsync) that entry `seq` of `workflow` is on its way.
-    fn write_pointer(&self, seq: u64, workflow: &str) -> Result<()> {
+    /// Records (without fsync) that entry `seq` of `workflow` is on its way
+    /// in the log `carrier` names.
+    fn write_pointer(&self, seq: u64, workflow: &str, carrier: Carrier) -> Result<()> {
         let bytes = Self::pointer_bytes(&Pointer {
             boot: durable::boot_id(),
             seq,
             workflow: Some(workflow.to_string()),
+            carrier: Some(carrier).filter(|c| *c != Carrier::StateLog),
         });
         let path = self.pointer_path();
         {
@@ -515,7 +553,7 @@ impl AuditLog {
     /// throughout, so entries are chained in the order they become durable.
     pub(crate) fn append_with<T>(
         &self,
-        workflow: &str,
+        (workflow, carrier): (&str, Carrier),
         event: &str,
         mut data: Value,
         write_durably: impl FnOnce(&str) -> Result<T>,
@@ -529,7 +567,7 @@ impl AuditLog {
             chain_entries(tail, vec![(event.to_string(), data)], self.key.as_deref())
                 .pop()
                 .expect("one entry chained");
-        self.write_pointer(entry.seq, workflow)?;
+        self.write_pointer(entry.seq, workflow, carrier)?;
         let value = write_durably(&line)?;
         // The change is durable; what follows only copies its entry here.
         // If that fails, the entry is recovered from the state log later,
@@ -607,9 +645,9 @@ impl AuditLog {
     /// changed nothing, returns that tail, so the caller need not read it
     /// again (this runs before every append).
     fn reconcile_pending(&self) -> Result<Option<Tail>> {
-        let Some(state_dir) = &self.state_dir else {
+        if self.state_dir.is_none() {
             return Ok(None);
-        };
+        }
         let Some(pointer) = self.read_pointer_checked()? else {
             return Ok(None);
         };
@@ -626,11 +664,17 @@ impl AuditLog {
             return Ok(Some((last, ends_with_newline)));
         }
         crate::name::validate_name(&workflow)?;
-        let log = state_dir.join(format!("{workflow}{}", crate::state_log::LOG_SUFFIX));
-        let Some(read) = crate::state_log::read(&log, &workflow)? else {
+        let carrier = pointer.carrier.unwrap_or(Carrier::StateLog);
+        let Some(log) = self.carrier_path(carrier, &workflow) else {
             return Ok(None);
         };
-        let Some(line) = read.newest_audit else {
+        let Some((_, record)) = crate::state_log::newest_record(&log)?.and_then(|r| r.line) else {
+            return Ok(None);
+        };
+        let Some(line) = crate::state_log::split_record(&record)
+            .1
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+        else {
             return Ok(None);
         };
         match serde_json::from_str::<AuditEntry>(&line) {
@@ -670,7 +714,7 @@ impl AuditLog {
     /// this log from the state logs; in the same boot, finish an append a
     /// dead process left undone. Cheap when there is nothing to do: one
     /// read of the pointer (and of the log's tail when an entry is pending).
-    pub(crate) fn recover(&self) -> Result<()> {
+    pub(crate) fn recover(&self, before_settling: impl FnOnce() -> Result<()>) -> Result<()> {
         if self.state_dir.is_none() {
             return Ok(());
         }
@@ -693,7 +737,14 @@ impl AuditLog {
             }
             _ => {
                 let _guard = self.lock()?;
-                self.recover_after_boot(&boot)
+                // Another process may have finished it while we waited.
+                if let Some(p) = self.read_pointer()
+                    && p.boot == boot
+                    && boot != "unknown"
+                {
+                    return Ok(());
+                }
+                self.recover_after_boot(&boot, before_settling)
             }
         }
     }
@@ -703,7 +754,11 @@ impl AuditLog {
     /// check that everything after it is either unreadable (a torn or lost
     /// unsynced append) or an entry a state log carries, move that rest to
     /// quarantine, and append the carried entries that follow the prefix.
-    fn recover_after_boot(&self, boot: &str) -> Result<()> {
+    fn recover_after_boot(
+        &self,
+        boot: &str,
+        before_settling: impl FnOnce() -> Result<()>,
+    ) -> Result<()> {
         let state_dir = self.state_dir.as_ref().expect("checked by recover");
         let mut carried: std::collections::BTreeMap<u64, String> = Default::default();
         for entry in std::fs::read_dir(state_dir).map_err(|e| Error::io("list", state_dir, e))? {
@@ -714,6 +769,13 @@ impl AuditLog {
                 .is_some_and(|n| n.ends_with(crate::state_log::LOG_SUFFIX) && !n.starts_with('.'));
             if is_log {
                 carried.extend(crate::state_log::audit_lines(&path)?);
+            }
+        }
+        if let Some(root) = &self.checkpoint_root {
+            for workflow in crate::checkpoint::files::workflows_in(root)? {
+                if let Some(journal) = self.carrier_path(Carrier::CheckpointJournal, &workflow) {
+                    carried.extend(crate::state_log::audit_lines(&journal)?);
+                }
             }
         }
         let bytes = match durable::read_file(&self.path, u64::MAX)? {
@@ -749,7 +811,7 @@ impl AuditLog {
             if let Ok(entry) = serde_json::from_slice::<AuditEntry>(line)
                 && carried.get(&entry.seq).map(String::as_bytes) != Some(line)
             {
-                return Ok(());
+                return before_settling();
             }
         }
         let mut next = last.as_ref().map_or(1, |(seq, _)| seq + 1);
@@ -780,12 +842,16 @@ impl AuditLog {
                 durable::replace_file_with_bytes(&self.path, &missing)?;
             }
         }
+        // What else must be put right before the store counts as recovered
+        // in this boot (the checkpoint journals' unsynced files).
+        before_settling()?;
         durable::replace_file_with_bytes(
             &self.pointer_path(),
             &Self::pointer_bytes(&Pointer {
                 boot: boot.to_string(),
                 seq: next - 1,
                 workflow: None,
+                carrier: None,
             }),
         )
     }

@@ -867,3 +867,71 @@ fn injected_faults_fail_the_operation_and_leave_the_previous_version() {
     );
     assert!(injected >= 20);
 }
+
+/// A checkpoint of ordinary size costs one sync: its journal record. (The
+/// first of a workflow also creates the journal and the index; every few
+/// hundred, the journal is settled: counted by the benchmark.)
+#[test]
+fn a_checkpoint_through_the_journal_costs_one_sync() {
+    let (_dir, _root, store) = new_store();
+    workflow_at_generation_1(&store);
+    checkpoint(&store, "first");
+    let (_, trace) = traced(|| checkpoint(&store, "second"));
+    let syncs: Vec<_> = trace
+        .iter()
+        .filter(|o| matches!(o, sim::Op::Fsync(_) | sim::Op::FsyncDir(_)))
+        .collect();
+    assert_eq!(syncs.len(), 1, "{syncs:?}");
+    assert!(
+        matches!(syncs[0], sim::Op::Fsync(p) if p.ends_with("checkpoints/wf/journal")),
+        "{syncs:?}"
+    );
+}
+
+/// A creator that dies after its journal record is durable but before it
+/// published the file (simulated by failing that write) loses nothing: the
+/// next creation publishes it first, in its place in the lineage.
+#[test]
+fn a_committed_checkpoint_left_unpublished_is_published_by_the_next() {
+    let (_dir, _root, store) = new_store();
+    workflow_at_generation_1(&store);
+    let first = checkpoint(&store, "first");
+    // Writes of a creation: pointer, journal record, audit copy, index
+    // record, then the checkpoint file (the fifth).
+    sim::inject(Some(Fault::WriteEnospc { nth: 4 }));
+    let failed = store.create_checkpoint(NewCheckpoint {
+        workflow: "wf".into(),
+        message: Some("second".into()),
+        ..NewCheckpoint::default()
+    });
+    sim::inject(None);
+    let err = failed.unwrap_err().to_string();
+    assert!(err.contains("committed to the journal"), "{err}");
+    assert_eq!(
+        listed(&store).unwrap(),
+        std::slice::from_ref(&first),
+        "not visible yet"
+    );
+    let third = checkpoint(&store, "third");
+    let ids = listed(&store).unwrap();
+    assert_eq!(ids.len(), 3, "{ids:?}");
+    assert_eq!(
+        (ids[0].as_str(), ids[2].as_str()),
+        (third.as_str(), first.as_str())
+    );
+    let chain = store.checkpoints().unwrap().chain(&third, 10).unwrap();
+    let messages: Vec<_> = chain
+        .links
+        .iter()
+        .map(|l| store.checkpoints().unwrap().get(&l.id).unwrap().message)
+        .collect();
+    assert_eq!(
+        messages,
+        [
+            Some("third".into()),
+            Some("second".into()),
+            Some("first".into())
+        ]
+    );
+    assert!(recovery_problems(&store, true).is_empty());
+}

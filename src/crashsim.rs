@@ -85,8 +85,8 @@ struct Prepared {
     initial_names: BTreeMap<PathBuf, Ino>,
     /// Writes per inode: (op index, offset, data).
     writes: HashMap<Ino, Vec<(usize, u64, Vec<u8>)>>,
-    /// Index of the last fsync of each inode.
-    last_fsync: HashMap<Ino, usize>,
+    /// Indexes of the fsyncs of each inode, in order.
+    fsyncs: HashMap<Ino, Vec<usize>>,
     /// Inode each Create / Rename source resolves to, by op index.
     resolved: HashMap<usize, Ino>,
     meta: Vec<MetaOp>,
@@ -109,7 +109,7 @@ fn prepare(initial: &Tree, root: &Path, trace: &[Op]) -> Prepared {
         initial: Vec::new(),
         initial_names: BTreeMap::new(),
         writes: HashMap::new(),
-        last_fsync: HashMap::new(),
+        fsyncs: HashMap::new(),
         resolved: HashMap::new(),
         meta: Vec::new(),
         dir_fsyncs: Vec::new(),
@@ -144,7 +144,7 @@ fn prepare(initial: &Tree, root: &Path, trace: &[Op]) -> Prepared {
             }
             Op::Fsync(path) => {
                 let ino = names[&rel(root, path)];
-                p.last_fsync.insert(ino, i);
+                p.fsyncs.entry(ino).or_default().push(i);
             }
             Op::FsyncDir(path) => p.dir_fsyncs.push((i, rel(root, path))),
             Op::Rename { from, to } => {
@@ -197,13 +197,25 @@ fn apply_writes(base: &[u8], writes: &[(usize, u64, Vec<u8>)], zero: bool) -> Ve
 }
 
 impl Prepared {
+    /// The last fsync of `ino` among the first `k` operations: the writes
+    /// before it are durable. (Not the last of the whole trace: an
+    /// operation may sync one file several times, as a journal is.)
+    fn synced_until(&self, ino: Ino, k: usize) -> Option<usize> {
+        self.fsyncs
+            .get(&ino)?
+            .iter()
+            .copied()
+            .take_while(|f| *f < k)
+            .last()
+    }
+
     /// Content of `ino` in a crash after `k` ops, given the fate of its
     /// unsynced writes.
     fn content(&self, ino: Ino, k: usize, fate: DataFate) -> Vec<u8> {
         let writes: Vec<_> = self.writes.get(&ino).map_or(Vec::new(), |w| {
             w.iter().filter(|(i, _, _)| *i < k).cloned().collect()
         });
-        let synced_until = self.last_fsync.get(&ino).copied().filter(|f| *f < k);
+        let synced_until = self.synced_until(ino, k);
         let (durable, pending): (Vec<_>, Vec<_>) = writes
             .into_iter()
             .partition(|(i, _, _)| synced_until.is_some_and(|f| *i < f));
@@ -234,7 +246,7 @@ impl Prepared {
     }
 
     fn pending_bytes(&self, ino: Ino, k: usize) -> usize {
-        let synced_until = self.last_fsync.get(&ino).copied().filter(|f| *f < k);
+        let synced_until = self.synced_until(ino, k);
         self.writes.get(&ino).map_or(0, |w| {
             w.iter()
                 .filter(|(i, _, _)| *i < k && synced_until.is_none_or(|f| *i >= f))

@@ -205,6 +205,25 @@ pub fn publish_file(
     sync_dir(dir)
 }
 
+/// Publishes `bytes` as `target` (temp file, written, renamed into place)
+/// *without* any sync: the file appears whole to every reader at once and
+/// survives the death of this process, but a power cut may lose it, or
+/// keep the name with its data missing or torn. Only for a file whose
+/// durable copy is elsewhere and is restored from there after a reboot
+/// (checkpoints committed through their journal: see `checkpoint::files`).
+pub fn publish_unsynced(target: &Path, bytes: &[u8]) -> Result<()> {
+    let (tmp_path, file) = create_temp_beside(target)?;
+    if let Err(source) = write_all_at(&file, &tmp_path, 0, bytes) {
+        discard_temp(&tmp_path);
+        return Err(Error::io("write", &tmp_path, source));
+    }
+    if let Err(source) = os_rename(&tmp_path, target) {
+        discard_temp(&tmp_path);
+        return Err(Error::io("rename into place", target, source));
+    }
+    Ok(())
+}
+
 /// Appends `bytes` to the existing file `path` and fsyncs it. A crash can
 /// leave a torn tail (a prefix of `bytes`); readers of appended files must
 /// detect that (fixed-size records with check digits do).

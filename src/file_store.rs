@@ -10,7 +10,7 @@
 //! Every write goes through `durable`; every state write happens under the
 //! workflow's exclusive lock.
 
-use crate::audit::{AuditLog, AuditTrail};
+use crate::audit::{AuditLog, AuditTrail, Carrier};
 use crate::checkpoint::CheckpointBackend;
 use crate::checkpoint::files::FileCheckpoints;
 use crate::clock;
@@ -101,12 +101,19 @@ impl FileBackend {
             options.audit_key.clone(),
             options.lock_timeout,
         )
-        .with_state_logs(root.join(STATE_DIR));
-        // Finish what a crash or a killed writer left (see `audit`). A
-        // reader without write access cannot, and need not: states read
-        // the same either way; the audit log is brought level by the next
-        // process that can write.
-        match audit.recover() {
+        .with_state_logs(root.join(STATE_DIR), root.join(CHECKPOINT_DIR));
+        let checkpoints = FileCheckpoints::new(
+            root.join(CHECKPOINT_DIR),
+            locks.clone(),
+            audit.clone(),
+            options.max_state_bytes,
+            options.lock_timeout,
+        );
+        // Finish what a crash or a killed writer left (see `audit`; after a
+        // reboot, the checkpoint journals too). A reader without write
+        // access cannot, and need not: states read the same either way; the
+        // audit log is brought level by the next process that can write.
+        match audit.recover(|| checkpoints.replay_journals()) {
             Err(Error::Io { source, .. })
                 if matches!(
                     source.raw_os_error(),
@@ -116,13 +123,6 @@ impl FileBackend {
                 ) => {}
             other => other?,
         }
-        let checkpoints = FileCheckpoints::new(
-            root.join(CHECKPOINT_DIR),
-            locks.clone(),
-            audit.clone(),
-            options.max_state_bytes,
-            options.lock_timeout,
-        );
         Ok(FileBackend {
             root: root.to_path_buf(),
             options,
@@ -141,6 +141,10 @@ impl FileBackend {
     /// The kernel locks of this store, internal ones included (for repair).
     pub(crate) fn lock_manager(&self) -> &LockManager {
         &self.locks
+    }
+
+    pub(crate) fn file_checkpoints(&self) -> &FileCheckpoints {
+        &self.checkpoints
     }
 
     pub(crate) fn audit_log(&self) -> &AuditLog {
@@ -283,18 +287,18 @@ impl FileBackend {
         // together: the record carries the entry (see `audit`).
         let log_path = self.log_path(workflow)?;
         let mut record_len = 0;
-        let appended = self
-            .audit
-            .append_with(workflow, event, audit_data, |entry| {
-                let record = state_log::record_line(line, entry);
-                record_len = record.len();
-                match &current.log {
-                    Some(log) => {
-                        state_log::append_through(log, &log_path, record, current.log_append_at)
+        let appended =
+            self.audit
+                .append_with((workflow, Carrier::StateLog), event, audit_data, |entry| {
+                    let record = state_log::record_line(line, entry);
+                    record_len = record.len();
+                    match &current.log {
+                        Some(log) => {
+                            state_log::append_through(log, &log_path, record, current.log_append_at)
+                        }
+                        None => state_log::append(&log_path, record, current.log_append_at),
                     }
-                    None => state_log::append(&log_path, record, current.log_append_at),
-                }
-            });
+                });
         let (log_len, entry) = match appended {
             Ok(done) => done,
             Err(e) => {

@@ -566,6 +566,16 @@ fn apply(files: &FileBackend, store: &Store, fixes: Vec<Fix>) -> Result<Vec<Stri
                     target.display()
                 ));
                 if let LockFor::Checkpoints(wf) = lock {
+                    // The journal may still hold a good copy of it.
+                    let id = path
+                        .file_stem()
+                        .and_then(|n| n.to_str())
+                        .unwrap_or_default();
+                    if crate::id::is_valid(id)
+                        && files.file_checkpoints().restore_from_journal(&wf, id)?
+                    {
+                        done.push(format!("restored checkpoint {id} from the journal of {wf}"));
+                    }
                     rebuild.insert(wf, "a damaged checkpoint was quarantined".into());
                 }
             }

@@ -85,8 +85,6 @@ fn append_position(data: &[u8]) -> u64 {
 pub(crate) struct LogRead {
     /// The newest complete record, verified.
     pub newest: Option<StateDoc>,
-    /// The audit entry line that record carries, if any (see `audit`).
-    pub newest_audit: Option<String>,
     /// Where the next record is to be written.
     pub append_at: u64,
 }
@@ -98,12 +96,43 @@ fn read_limit() -> u64 {
 }
 
 /// Reads `path` (missing: `None`) and verifies its newest complete record.
-/// Costs a few block reads, not a read of the log: the end of the data is
-/// found by bisecting the 4 KiB blocks (under the crash model the written
-/// blocks are a prefix: records are written in order, and what a crash
-/// keeps of one is a prefix of its blocks), then the newest record is read
-/// backwards from there.
 pub(crate) fn read(path: &Path, workflow: &str) -> Result<Option<LogRead>> {
+    let Some(found) = newest_record(path)? else {
+        return Ok(None);
+    };
+    let Some((at, line)) = found.line else {
+        return Ok(Some(LogRead {
+            newest: None,
+            append_at: found.append_at,
+        }));
+    };
+    let (state, _audit) = split_record(&line);
+    let doc = StateDoc::decode(state, path, workflow).map_err(|e| match e {
+        Error::Integrity { path, problem } => Error::Integrity {
+            path,
+            problem: format!("newest record (at byte {at}): {problem}"),
+        },
+        other => other,
+    })?;
+    Ok(Some(LogRead {
+        newest: Some(doc),
+        append_at: found.append_at,
+    }))
+}
+
+/// The newest complete line of a log and where the next one goes.
+pub(crate) struct NewestRecord {
+    /// Its position and bytes (without the newline), if there is one.
+    pub line: Option<(u64, Vec<u8>)>,
+    pub append_at: u64,
+}
+
+/// Finds the newest complete line of the log at `path` (missing: `None`)
+/// without reading the log: the end of the data is found by bisecting the
+/// 4 KiB blocks (under the crash model the written blocks are a prefix:
+/// records are written in order, and what a crash keeps of one is a prefix
+/// of its blocks), then the newest line is read backwards from there.
+pub(crate) fn newest_record(path: &Path) -> Result<Option<NewestRecord>> {
     let Some((file, len)) = durable::open_for_reading(path, read_limit())? else {
         return Ok(None);
     };
@@ -141,30 +170,37 @@ pub(crate) fn read(path: &Path, workflow: &str) -> Result<Option<LogRead>> {
                 continue;
             }
             Newest::None => {
-                return Ok(Some(LogRead {
-                    newest: None,
-                    newest_audit: None,
+                return Ok(Some(NewestRecord {
+                    line: None,
                     append_at,
                 }));
             }
             Newest::At(first, last) => {
-                let at = start + first as u64;
-                let (state, audit) = split_record(&data[first..last]);
-                let doc = StateDoc::decode(state, path, workflow).map_err(|e| match e {
-                    Error::Integrity { path, problem } => Error::Integrity {
-                        path,
-                        problem: format!("newest record (at byte {at}): {problem}"),
-                    },
-                    other => other,
-                })?;
-                return Ok(Some(LogRead {
-                    newest: Some(doc),
-                    newest_audit: audit.map(|a| String::from_utf8_lossy(a).into_owned()),
+                return Ok(Some(NewestRecord {
+                    line: Some((start + first as u64, data[first..last].to_vec())),
                     append_at,
                 }));
             }
         }
     }
+}
+
+/// Every complete line of the log at `path`, oldest first (none if it is
+/// missing); a torn last line is not one.
+pub(crate) fn complete_records(path: &Path) -> Result<Vec<Vec<u8>>> {
+    let bytes = match durable::read_file(path, read_limit())? {
+        ReadOutcome::Missing => return Ok(Vec::new()),
+        ReadOutcome::Found(bytes) => bytes,
+    };
+    let data = data_of(&bytes);
+    let Some(end) = data.iter().rposition(|b| *b == b'\n') else {
+        return Ok(Vec::new());
+    };
+    Ok(data[..end]
+        .split(|b| *b == b'\n')
+        .filter(|line| !line.is_empty())
+        .map(<[u8]>::to_vec)
+        .collect())
 }
 
 const BLOCK: u64 = 4096;
@@ -178,7 +214,7 @@ fn is_zero(bytes: &[u8]) -> bool {
 /// audit entry, a tab and the entry's line. Compact JSON never contains a
 /// raw tab (serde_json escapes control characters in strings), so the
 /// first tab is the boundary.
-fn split_record(line: &[u8]) -> (&[u8], Option<&[u8]>) {
+pub(crate) fn split_record(line: &[u8]) -> (&[u8], Option<&[u8]>) {
     match line.iter().position(|b| *b == b'\t') {
         Some(tab) => (&line[..tab], Some(&line[tab + 1..])),
         None => (line, None),
@@ -198,17 +234,9 @@ pub(crate) fn record_line(mut line: Vec<u8>, audit_line: &str) -> Vec<u8> {
 /// `path`, with its `seq` (entries that do not parse are skipped: they are
 /// reported by health as lines that do not verify).
 pub(crate) fn audit_lines(path: &Path) -> Result<Vec<(u64, String)>> {
-    let bytes = match durable::read_file(path, read_limit())? {
-        ReadOutcome::Missing => return Ok(Vec::new()),
-        ReadOutcome::Found(bytes) => bytes,
-    };
-    let data = data_of(&bytes);
-    let Some(end) = data.iter().rposition(|b| *b == b'\n') else {
-        return Ok(Vec::new());
-    };
     let mut found = Vec::new();
-    for line in data[..end].split(|b| *b == b'\n') {
-        if let (_, Some(audit)) = split_record(line)
+    for line in complete_records(path)? {
+        if let (_, Some(audit)) = split_record(&line)
             && let Ok(entry) = serde_json::from_slice::<crate::audit::AuditEntry>(audit)
         {
             found.push((entry.seq, String::from_utf8_lossy(audit).into_owned()));

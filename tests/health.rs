@@ -120,7 +120,15 @@ fn damage_of_every_kind_is_reported_then_quarantined_not_deleted() {
         .iter()
         .map(|r| r.as_str().unwrap().to_string())
         .collect();
-    assert_eq!(repairs.len(), 5, "{repairs:#?}"); // state, checkpoint, temp file, torn line, index rebuild
+    // state, checkpoint (quarantined, then written back from the journal,
+    // which holds it), temp file, torn line, index rebuild
+    assert_eq!(repairs.len(), 6, "{repairs:#?}");
+    assert!(
+        repairs
+            .iter()
+            .any(|r| r.contains(&format!("restored checkpoint {truncated}"))),
+        "{repairs:#?}"
+    );
     assert_eq!(exit, 1, "only the quarantine note remains: {repaired:#}");
     assert_eq!(component(&repaired, "quarantine")["status"], "warning");
 
@@ -135,14 +143,15 @@ fn damage_of_every_kind_is_reported_then_quarantined_not_deleted() {
             .iter()
             .any(|(_, b)| text(b).contains("{\"seq\": 99, \"ti"))
     );
-    assert!(!state_path.exists() && !cp_path.exists() && !stray.exists());
+    assert!(!state_path.exists() && !stray.exists());
+    assert_eq!(read(&cp_path), whole, "written back whole from the journal");
 
     // The store works again: the chain verifies, checkpoints list, the
     // good checkpoint is still there, and the repair is in the audit log.
     ok(&s.run(&["audit", "verify"]));
     ok(&s.run(&["checkpoint", "show", &keep]));
     let listed = stdout_json(&s.run(&["--json", "checkpoint", "list", "good"]));
-    assert_eq!(listed.as_array().unwrap().len(), 2);
+    assert_eq!(listed.as_array().unwrap().len(), 3);
     let repairs_logged = stdout_json(&s.run(&["--json", "audit", "log", "--event", "repair"]));
     assert_eq!(repairs_logged.as_array().unwrap().len(), 1);
 

@@ -3,17 +3,29 @@
 //! ```text
 //! <store>/checkpoints/<workflow>/<id>.json   one sealed checkpoint per file
 //! <store>/checkpoints/<workflow>/index       the rebuildable index
+//! <store>/checkpoints/<workflow>/journal     checkpoints not yet synced as files
 //! ```
 //!
-//! Creation, under the workflow's checkpoint lock (`checkpoint@<wf>`):
-//! 1. write the checkpoint to a temp file and fsync it;
-//! 2. append its index record and fsync the index;
-//! 3. rename the temp file to `<id>.json` and fsync the directory.
+//! Creation, under the workflow's checkpoint lock (`checkpoint@<wf>`), of a
+//! checkpoint under `JOURNAL_RECORD_LIMIT` (DESIGN section 5):
+//! 1. append `<checkpoint>\t<audit entry>` to the journal, a preallocated
+//!    log like the state log, with one `fdatasync`: the commit point, which
+//!    makes the checkpoint and its audit entry durable together;
+//! 2. publish `<id>.json` and append its index record, both without sync:
+//!    readers see the checkpoint from now on, and only a power cut can
+//!    take these copies away;
+//! 3. when the journal has grown past `state_log::COMPACT_AT`, settle it:
+//!    fsync every file it lists (rewriting any that is missing or does not
+//!    verify), the index and the directory, then empty it.
 //!
-//! Step 3 is the commit point: a checkpoint exists exactly when its file
-//! does. Step 2 comes first so that every committed checkpoint is in the
-//! index; a crash between 2 and 3 leaves an index record without a file,
-//! which every reader treats as never committed.
+//! After a power cut, the first open settles every journal before the store
+//! counts as recovered (`replay_journals`, run by the audit recovery), so
+//! no reader ever sees a checkpoint file that a crash tore. Prune settles
+//! the journal first, so a pruned checkpoint is never brought back.
+//!
+//! Larger checkpoints are written as before: the file to a temp file and
+//! fsynced, its index record appended and fsynced, then the rename and a
+//! directory fsync, which is their commit point.
 
 use super::index::{self, IndexProblem, IndexReader, IndexRecord};
 use super::{
@@ -21,7 +33,7 @@ use super::{
     ListEntry, ListQuery, NewCheckpoint, ParentChoice, PrunePolicy, Pruned, StateSnapshot,
     validate_id,
 };
-use crate::audit::AuditLog;
+use crate::audit::{AuditLog, Carrier};
 use crate::clock;
 use crate::durable::{self, ReadOutcome};
 use crate::error::{Error, Result};
@@ -29,12 +41,18 @@ use crate::file_store::unaudited;
 use crate::id;
 use crate::lock::{LockGuard, LockManager};
 use crate::name::validate_name;
+use crate::state_log;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
 const INDEX_FILE: &str = "index";
+/// The journal of checkpoints committed but not yet synced as files.
+pub(crate) const JOURNAL_FILE: &str = "journal";
+/// Checkpoints this large or larger skip the journal (a journal of them
+/// would be settled after nearly every one anyway).
+const JOURNAL_RECORD_LIMIT: usize = 64 * 1024;
 /// Checkpoints embed a state snapshot, so they get the state limit plus room
 /// for the metadata.
 const METADATA_ALLOWANCE: u64 = 16 * 1024 * 1024;
@@ -307,6 +325,11 @@ impl FileCheckpoints {
 
     fn prune_workflow(&self, workflow: &str, policy: &PrunePolicy) -> Result<Vec<Pruned>> {
         let _guard = self.lock(workflow)?;
+        // Settled first: a pruned checkpoint must not come back from the
+        // journal after a power cut.
+        if !policy.dry_run {
+            self.settle_journal(workflow)?;
+        }
         let Some(mut reader) = self.index(workflow)? else {
             return Ok(Vec::new());
         };
@@ -384,6 +407,256 @@ impl FileCheckpoints {
     }
 }
 
+// The journal (see the module documentation).
+impl FileCheckpoints {
+    fn journal_path(&self, workflow: &str) -> Result<PathBuf> {
+        Ok(self.workflow_dir(workflow)?.join(JOURNAL_FILE))
+    }
+
+    /// Steps 1 and 2 of a creation through the journal; the caller holds
+    /// the checkpoint lock and has checked everything else.
+    fn create_through_journal(
+        &self,
+        checkpoint: Checkpoint,
+        line: Vec<u8>,
+        bytes: &[u8],
+        record: &IndexRecord,
+        append_at: u64,
+    ) -> Result<Checkpoint> {
+        let workflow = checkpoint.workflow.clone();
+        let journal = self.journal_path(&workflow)?;
+        let audit_data = serde_json::json!({"workflow": workflow, "id": checkpoint.id,
+            "parent": checkpoint.parent, "checksum": checkpoint.checksum});
+        let (journal_len, entry) = self.audit.append_with(
+            (&workflow, Carrier::CheckpointJournal),
+            "checkpoint_create",
+            audit_data,
+            |entry| state_log::append(&journal, state_log::record_line(line, entry), append_at),
+        )?;
+        // Committed. Now visible to readers:
+        let id = &checkpoint.id;
+        // The index record first, as in the synced protocol: a record
+        // without its file is one readers treat as not there yet.
+        let index_path = self.workflow_dir(&workflow)?.join(INDEX_FILE);
+        let published = durable::append_unsynced(&index_path, &record.encode())
+            .and_then(|()| durable::publish_unsynced(&self.file_of(&workflow, id)?, bytes));
+        if let Err(e) = published {
+            return Err(unaudited(
+                e,
+                &format!(
+                    "checkpoint {id} was committed to the journal but not published; \
+                     it appears with the next checkpoint of {workflow:?}"
+                ),
+            ));
+        }
+        if let Err(e) = entry {
+            return Err(unaudited(
+                e,
+                &format!(
+                    "checkpoint {id} was created, but its audit entry was not written yet \
+                     (it is recovered from the journal when the store is next opened)"
+                ),
+            ));
+        }
+        if journal_len > state_log::COMPACT_AT {
+            self.settle_journal(&workflow)?;
+        }
+        Ok(checkpoint)
+    }
+
+    /// The checkpoints in the journal of `workflow`, oldest first.
+    fn journal_entries(&self, workflow: &str) -> Result<Vec<Checkpoint>> {
+        let path = self.journal_path(workflow)?;
+        state_log::complete_records(&path)?
+            .iter()
+            .enumerate()
+            .map(|(n, record)| decode_journal_record(&path, record, workflow, n + 1))
+            .collect()
+    }
+
+    /// Publishes the journal's newest checkpoint if its creator died before
+    /// doing so. (Only the newest can be unpublished: every creation first
+    /// runs this, under the same lock.) The caller holds the lock.
+    /// Returns where the journal's next record goes.
+    fn publish_pending(&self, workflow: &str) -> Result<u64> {
+        let path = self.journal_path(workflow)?;
+        let Some(newest) = state_log::newest_record(&path)? else {
+            return Ok(0);
+        };
+        let append_at = newest.append_at;
+        let Some((_, record)) = newest.line else {
+            return Ok(append_at);
+        };
+        let cp = decode_journal_record(&path, &record, workflow, 0)?;
+        if self.committed(workflow, &cp.id)? {
+            return Ok(append_at);
+        }
+        let index_path = self.workflow_dir(workflow)?.join(INDEX_FILE);
+        let indexed = match IndexReader::open(&index_path)? {
+            Ok(reader) if reader.find(&cp.id)?.is_some() => true,
+            Ok(reader)
+                if reader.count() == 0
+                    || reader
+                        .record(reader.count() - 1)?
+                        .is_ok_and(|r| r.id < cp.id) =>
+            {
+                durable::append_unsynced(&index_path, &record_of(&cp).encode())?;
+                true
+            }
+            _ => false,
+        };
+        durable::publish_unsynced(&self.file_of(workflow, &cp.id)?, &cp.to_bytes())?;
+        if !indexed {
+            self.rebuild_locked(
+                workflow,
+                "a committed checkpoint was missing from the index",
+            )?;
+        }
+        Ok(append_at)
+    }
+
+    /// Step 3: makes every checkpoint in the journal durable as its file
+    /// (rewriting, durably, any that is missing or does not verify), then
+    /// the index (rebuilt if it lacks any of them), the directory and the
+    /// audit entries the journal carries; then empties the journal. The
+    /// caller holds the checkpoint lock.
+    fn settle_journal(&self, workflow: &str) -> Result<()> {
+        let journal = self.journal_path(workflow)?;
+        let entries = self.journal_entries(workflow)?;
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let dir = self.workflow_dir(workflow)?;
+        for cp in &entries {
+            let path = self.file_of(workflow, &cp.id)?;
+            match self.read(workflow, &cp.id) {
+                Ok(Some(on_disk)) if on_disk.checksum == cp.checksum => durable::sync_file(&path)?,
+                Ok(_) | Err(Error::Integrity { .. } | Error::TooLarge { .. }) => {
+                    durable::replace_file_with_bytes(&path, &cp.to_bytes())?
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let index_path = dir.join(INDEX_FILE);
+        let complete = match IndexReader::open(&index_path)? {
+            Ok(reader) => {
+                let mut all = true;
+                for cp in &entries {
+                    all &= matches!(reader.find(&cp.id)?, Some(Ok(_)));
+                }
+                all
+            }
+            Err(_) => false,
+        };
+        if complete {
+            durable::sync_file(&index_path)?;
+        } else {
+            self.rebuild_locked(
+                workflow,
+                "checkpoints committed through the journal were not all indexed",
+            )?;
+        }
+        durable::sync_dir(&dir)?;
+        // The journal's records carry audit entries that may be durable
+        // nowhere else yet.
+        self.audit.sync()?;
+        state_log::clear(&journal)
+    }
+
+    /// Writes checkpoint `id` of `workflow` back from the journal (durably),
+    /// if the journal holds it: after repair moved a damaged copy of its
+    /// file to quarantine. The caller holds the checkpoint lock.
+    pub(crate) fn restore_from_journal(&self, workflow: &str, id: &str) -> Result<bool> {
+        let Some(cp) = self
+            .journal_entries(workflow)?
+            .into_iter()
+            .find(|cp| cp.id == id)
+        else {
+            return Ok(false);
+        };
+        durable::replace_file_with_bytes(&self.file_of(workflow, id)?, &cp.to_bytes())?;
+        Ok(true)
+    }
+
+    /// Run by the first open after a reboot, before the store counts as
+    /// recovered: settles every workflow's journal, restoring any checkpoint
+    /// file the power cut lost or tore. A workflow whose checkpoint lock is
+    /// busy is skipped: a process of this boot is at work there, which
+    /// cannot happen after a real reboot (every opener waits for this
+    /// recovery). A damaged journal is left for `health` to report.
+    pub(crate) fn replay_journals(&self) -> Result<()> {
+        for workflow in self.workflows()? {
+            if !self.journal_path(&workflow)?.exists() {
+                continue;
+            }
+            let Some(_guard) = self.locks.try_internal_exclusive("checkpoint", &workflow)? else {
+                continue;
+            };
+            match self.settle_journal(&workflow) {
+                Err(Error::Integrity { .. }) => {}
+                other => other?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Decodes and verifies record `number` (0: the newest) of a journal.
+fn decode_journal_record(
+    path: &Path,
+    record: &[u8],
+    workflow: &str,
+    number: usize,
+) -> Result<Checkpoint> {
+    #[derive(serde::Deserialize)]
+    struct Id {
+        id: String,
+    }
+    let which = if number == 0 {
+        "newest record".to_string()
+    } else {
+        format!("record {number}")
+    };
+    let (doc, _) = state_log::split_record(record);
+    let id = serde_json::from_slice::<Id>(doc)
+        .map_err(|e| Error::integrity(path, format!("{which}: not a checkpoint ({e})")))?
+        .id;
+    if !id::is_valid(&id) {
+        return Err(Error::integrity(
+            path,
+            format!("{which}: invalid id {id:?}"),
+        ));
+    }
+    Checkpoint::decode(doc, path, &id, workflow).map_err(|e| match e {
+        Error::Integrity { path, problem } => Error::Integrity {
+            path,
+            problem: format!("{which}: {problem}"),
+        },
+        other => other,
+    })
+}
+
+/// The workflows that have a checkpoint folder under `root`, sorted.
+pub(crate) fn workflows_in(root: &Path) -> Result<Vec<String>> {
+    let entries = match std::fs::read_dir(root) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io("list", root, e)),
+    };
+    let mut names = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io("list", root, e))?;
+        if let Some(name) = entry.file_name().to_str()
+            && validate_name(name).is_ok()
+            && entry.file_type().is_ok_and(|t| t.is_dir())
+        {
+            names.push(name.to_string());
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
 fn has_checkpoint_files(dir: &Path) -> Result<bool> {
     let entries = std::fs::read_dir(dir).map_err(|e| Error::io("list", dir, e))?;
     for entry in entries {
@@ -420,6 +693,9 @@ impl CheckpointBackend for FileCheckpoints {
         durable::create_dir(&self.root)?;
         let _guard = self.lock(&workflow)?;
         durable::create_dir(&dir)?;
+        // A creator that died after its commit may have left its checkpoint
+        // unpublished: publish it first, so it keeps its place in the order.
+        let journal_append_at = self.publish_pending(&workflow)?;
         let index_path = dir.join(INDEX_FILE);
         // The newest id so far, committed or not, so the new one sorts last.
         let reader = self.index(&workflow)?;
@@ -467,6 +743,17 @@ impl CheckpointBackend for FileCheckpoints {
         let record = record_of(&checkpoint);
         if reader.is_none() {
             durable::replace_file_with_bytes(&index_path, &index::header())?;
+        }
+        let mut line = serde_json::to_vec(&checkpoint).expect("a checkpoint serializes");
+        if line.len() < JOURNAL_RECORD_LIMIT {
+            line.push(b'\n');
+            return self.create_through_journal(
+                checkpoint,
+                line,
+                &bytes,
+                &record,
+                journal_append_at,
+            );
         }
         durable::publish_file(&self.file_of(&workflow, &id)?, &bytes, || {
             durable::append(&index_path, &record.encode())
@@ -600,23 +887,7 @@ impl CheckpointBackend for FileCheckpoints {
     }
 
     fn workflows(&self) -> Result<Vec<String>> {
-        let entries = match std::fs::read_dir(&self.root) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(Error::io("list", &self.root, e)),
-        };
-        let mut names = Vec::new();
-        for entry in entries {
-            let entry = entry.map_err(|e| Error::io("list", &self.root, e))?;
-            if let Some(name) = entry.file_name().to_str()
-                && validate_name(name).is_ok()
-                && entry.file_type().is_ok_and(|t| t.is_dir())
-            {
-                names.push(name.to_string());
-            }
-        }
-        names.sort();
-        Ok(names)
+        workflows_in(&self.root)
     }
 
     fn rebuild_index(&self, workflow: &str, reason: &str) -> Result<usize> {

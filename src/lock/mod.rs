@@ -493,6 +493,16 @@ impl LockManager {
         acquire(&id, LockMode::Exclusive, timeout, None, None)
     }
 
+    /// [`LockManager::internal_exclusive`] without waiting: `None` if busy.
+    pub(crate) fn try_internal_exclusive(
+        &self,
+        kind: &str,
+        name: &str,
+    ) -> Result<Option<LockGuard>> {
+        debug_assert!(INTERNAL_KINDS.contains(&kind));
+        try_acquire(&self.internal_lock(kind, name)?, LockMode::Exclusive, None)
+    }
+
     /// Status of the lock `name` (a user lock, or an internal `kind@name`).
     pub fn status(&self, name: &str) -> Result<LockStatus> {
         let id = match name.split_once('@') {
