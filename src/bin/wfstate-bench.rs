@@ -243,8 +243,16 @@ fn checkpoint_figures(dir: &Path, quick: bool, put: &mut impl FnMut(&str, f64)) 
     // mean and the sync count include and the median does not.
     let n = if quick { 500 } else { 1000 };
     let mut sizes = Vec::new();
-    let syncs_before = durable::syncs_so_far();
+    // The floor again, one sample after each creation: this disk's latency
+    // drifts within a run, so the target's ratio is taken from samples
+    // interleaved with the creations, not from the floor measured first.
+    let floor_file = File::create(dir.join("floor-beside")).unwrap();
+    floor_file.write_all_at(&payload(0), 0).unwrap();
+    floor_file.sync_all().unwrap();
+    let mut floor_times = Vec::with_capacity(n);
+    let mut syncs = 0;
     let create_times = time_each(n, |i| {
+        let syncs_before = durable::syncs_so_far();
         let cp = store
             .create_checkpoint(NewCheckpoint {
                 workflow: "cp".into(),
@@ -252,9 +260,20 @@ fn checkpoint_figures(dir: &Path, quick: bool, put: &mut impl FnMut(&str, f64)) 
                 ..NewCheckpoint::default()
             })
             .unwrap();
+        syncs += durable::syncs_so_far() - syncs_before;
         sizes.push(cp.to_bytes().len());
+        let started = Instant::now();
+        floor_file.write_all_at(&payload(i), 0).unwrap();
+        floor_file.sync_all().unwrap();
+        floor_times.push(started.elapsed().as_secs_f64() * 1e6);
     });
-    let create_syncs = (durable::syncs_so_far() - syncs_before) as f64 / n as f64;
+    // Each sample also holds one floor write; take it out again.
+    let create_times: Vec<f64> = create_times
+        .iter()
+        .zip(&floor_times)
+        .map(|(both, floor)| both - floor)
+        .collect();
+    let create_syncs = syncs as f64 / n as f64;
     let same_bytes = vec![b'x'; sizes[sizes.len() / 2]];
     let write_times = time_each(n.min(300), |_| {
         durable::replace_file_with_bytes(&dir.join("same-bytes.json"), &same_bytes).unwrap();
@@ -267,6 +286,9 @@ fn checkpoint_figures(dir: &Path, quick: bool, put: &mut impl FnMut(&str, f64)) 
         create_times.iter().sum::<f64>() / create_times.len() as f64,
     );
     put("checkpoint_create_syncs", create_syncs);
+    let floor_beside = median(&floor_times);
+    put("fsync_floor_beside_checkpoints_us", floor_beside);
+    put("checkpoint_create_vs_floor", create / floor_beside);
     put("durable_write_same_bytes_us", write);
     put("checkpoint_create_vs_durable_write", create / write);
 
