@@ -454,10 +454,7 @@ impl AuditLog {
             return Ok(last);
         }
         let root = self.path.parent().expect("the log lives in a folder");
-        let quarantine = root.join(crate::health::QUARANTINE_DIR);
-        let batch = quarantine.join(crate::clock::now_rfc3339().replace([':', '-'], ""));
-        durable::create_dir(&quarantine)?;
-        durable::create_dir(&batch)?;
+        let batch = crate::health::new_quarantine_batch(root)?;
         durable::replace_file_with_bytes(&batch.join("audit.torn-tail.txt"), torn)?;
         durable::replace_file_with_bytes(&self.path, &bytes[..cut])?;
         Ok(last)
@@ -540,7 +537,7 @@ impl AuditLog {
         }
         match durable::overwrite_unsynced(&path, &bytes) {
             Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
-                durable::replace_file_with_bytes(&self.pointer_path(), &bytes)
+                durable::replace_file_with_bytes(&path, &bytes)
             }
             other => other,
         }
@@ -823,11 +820,7 @@ impl AuditLog {
         }
         if cut < bytes.len() {
             let root = self.path.parent().expect("the log lives in the store");
-            let batch = root
-                .join(crate::health::QUARANTINE_DIR)
-                .join(crate::clock::now_rfc3339().replace([':', '-'], ""));
-            durable::create_dir(&root.join(crate::health::QUARANTINE_DIR))?;
-            durable::create_dir(&batch)?;
+            let batch = crate::health::new_quarantine_batch(root)?;
             durable::replace_file_with_bytes(
                 &batch.join("audit.jsonl.after-power-loss"),
                 &bytes[cut..],

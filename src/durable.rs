@@ -318,12 +318,35 @@ impl FileId {
 /// Opens the existing regular file `path` for reading and positioned
 /// writes, refusing symlinks: for a descriptor kept across operations.
 pub fn open_for_writes(path: &Path) -> Result<File> {
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .custom_flags(no_follow())
-        .open(path)
-        .map_err(|e| Error::io("open for writing", path, e))?;
+    let mut options = OpenOptions::new();
+    options.read(true).write(true);
+    match open_regular(path, &options)? {
+        Some((file, _)) => Ok(file),
+        None => Err(missing("open for writing", path)),
+    }
+}
+
+fn missing(op: &'static str, path: &Path) -> Error {
+    Error::io(op, path, io::Error::from(io::ErrorKind::NotFound))
+}
+
+/// Opens `path` with `options` and `O_NOFOLLOW`, refusing symlinks and
+/// anything but a regular file; `None` if it does not exist. The one place
+/// that decides what a store file may be. Returns the file's metadata too.
+fn open_regular(path: &Path, options: &OpenOptions) -> Result<Option<(File, fs::Metadata)>> {
+    let mut options = options.clone();
+    let file = match options.custom_flags(no_follow()).open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        // ELOOP is how O_NOFOLLOW reports a symlink.
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
+            return Err(Error::integrity(
+                path,
+                "is a symlink; the store never follows symlinks",
+            ));
+        }
+        Err(e) => return Err(Error::io("open", path, e)),
+    };
     let meta = file.metadata().map_err(|e| Error::io("stat", path, e))?;
     if !meta.file_type().is_file() {
         return Err(Error::integrity(
@@ -331,7 +354,7 @@ pub fn open_for_writes(path: &Path) -> Result<File> {
             format!("expected a regular file, found {}", describe_type(&meta)),
         ));
     }
-    Ok(file)
+    Ok(Some((file, meta)))
 }
 
 /// Writes `bytes` at `offset` of the existing file `path` (no sync) and
@@ -545,29 +568,11 @@ pub fn read_file_tail(path: &Path, tail: u64, limit: u64) -> Result<Option<(Vec<
 /// regular files only, at most `limit` bytes long) and returns it with its
 /// length; `None` if it does not exist.
 pub fn open_for_reading(path: &Path, limit: u64) -> Result<Option<(File, u64)>> {
-    let opened = OpenOptions::new()
-        .read(true)
-        .custom_flags(no_follow())
-        .open(path);
-    let file = match opened {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        // ELOOP is how O_NOFOLLOW reports a symlink.
-        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
-            return Err(Error::integrity(
-                path,
-                "is a symlink; the store never follows symlinks",
-            ));
-        }
-        Err(e) => return Err(Error::io("open", path, e)),
+    let mut options = OpenOptions::new();
+    options.read(true);
+    let Some((file, meta)) = open_regular(path, &options)? else {
+        return Ok(None);
     };
-    let meta = file.metadata().map_err(|e| Error::io("stat", path, e))?;
-    if !meta.file_type().is_file() {
-        return Err(Error::integrity(
-            path,
-            format!("expected a regular file, found {}", describe_type(&meta)),
-        ));
-    }
     let len = meta.len();
     if len > limit {
         return Err(Error::TooLarge {
@@ -604,30 +609,13 @@ pub fn read_file(path: &Path, limit: u64) -> Result<ReadOutcome> {
 /// as a lock file, refusing symlinks and non-regular files. Creation is not
 /// made durable: such files carry no data that must survive a crash.
 pub fn open_stable_file(path: &Path) -> Result<File> {
-    let opened = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .custom_flags(no_follow())
-        .open(path);
-    let file = match opened {
-        Ok(f) => f,
-        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
-            return Err(Error::integrity(
-                path,
-                "is a symlink; the store never follows symlinks",
-            ));
-        }
-        Err(e) => return Err(Error::io("open", path, e)),
-    };
-    let meta = file.metadata().map_err(|e| Error::io("stat", path, e))?;
-    if !meta.file_type().is_file() {
-        return Err(Error::integrity(
-            path,
-            format!("expected a regular file, found {}", describe_type(&meta)),
-        ));
+    let mut options = OpenOptions::new();
+    options.read(true).write(true).create(true);
+    // With O_CREAT, "not found" means a missing directory.
+    match open_regular(path, &options)? {
+        Some((file, _)) => Ok(file),
+        None => Err(missing("open", path)),
     }
-    Ok(file)
 }
 
 fn describe_type(meta: &fs::Metadata) -> &'static str {

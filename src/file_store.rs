@@ -20,14 +20,12 @@ use crate::health::HealthReport;
 use crate::lock::{LockGuard, LockManager, NamedLocks, Notice, WaitNotice};
 use crate::name::validate_name;
 use crate::state::{SavedVersion, StateDoc};
-use crate::state_cache::StateCache;
+use crate::state_cache::{Known, StateCache};
 use crate::state_log;
 use crate::store::{Backend, InitOutcome, Store, StoreOptions};
 use serde_json::{Map, Value};
-use std::fs::File;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 /// Format id of the store marker.
@@ -195,38 +193,45 @@ impl FileBackend {
             base_exists,
             log_exists,
             log_append_at,
-            log: None,
+            known: None,
         })
     }
 
     /// `current`, for a caller holding the workflow's lock: from what this
     /// process knows when the files still say the same (`state_cache`),
-    /// else read and remembered.
+    /// else read, with the log opened to be kept after the write.
     fn current_locked(&self, workflow: &str) -> Result<Current> {
         let log_path = self.log_path(workflow)?;
         let base_path = self.state_path(workflow)?;
-        if let Some(known) = self.known.lookup(workflow, &log_path, &base_path) {
-            return Ok(Current {
-                generation: known.doc.as_ref().map_or(0, |d| d.generation),
-                doc: known.doc,
-                base_exists: known.base_exists,
-                log_exists: true,
-                log_append_at: known.append_at,
-                log: Some(known.log),
-            });
-        }
-        let current = self.current(workflow)?;
-        if current.log_exists {
-            self.known.remember(
-                workflow,
-                &log_path,
-                &base_path,
-                current.doc.as_ref(),
-                current.base_exists,
-                current.log_append_at,
-            );
-        }
-        Ok(current)
+        let mut known = match self.known.take(workflow, &log_path, &base_path) {
+            Some(known) => known,
+            None => {
+                let current = self.current(workflow)?;
+                if !current.log_exists {
+                    return Ok(current);
+                }
+                match Known::open(
+                    &log_path,
+                    &base_path,
+                    current.doc,
+                    current.base_exists,
+                    current.log_append_at,
+                ) {
+                    Some(known) => known,
+                    // Not kept: read again (rare: an oversized document, or
+                    // a file that cannot be opened for writing).
+                    None => return self.current(workflow),
+                }
+            }
+        };
+        Ok(Current {
+            generation: known.doc.as_ref().map_or(0, |d| d.generation),
+            doc: known.doc.take(),
+            base_exists: known.base_exists,
+            log_exists: true,
+            log_append_at: known.append_at,
+            known: Some(known),
+        })
     }
 
     /// The current generation, verified as `current` verifies, without
@@ -261,7 +266,7 @@ impl FileBackend {
     fn write_next(
         &self,
         workflow: &str,
-        current: &Current,
+        current: Current,
         origin: Option<Value>,
         data: Value,
         (event, audit_data): (&str, Value),
@@ -287,26 +292,27 @@ impl FileBackend {
         // together: the record carries the entry (see `audit`).
         let log_path = self.log_path(workflow)?;
         let mut record_len = 0;
-        let appended =
+        let (log_len, entry) =
             self.audit
                 .append_with((workflow, Carrier::StateLog), event, audit_data, |entry| {
                     let record = state_log::record_line(line, entry);
                     record_len = record.len();
-                    match &current.log {
-                        Some(log) => {
-                            state_log::append_through(log, &log_path, record, current.log_append_at)
-                        }
+                    match &current.known {
+                        Some(known) => state_log::append_through(
+                            &known.log,
+                            &log_path,
+                            record,
+                            current.log_append_at,
+                        ),
                         None => state_log::append(&log_path, record, current.log_append_at),
                     }
-                });
-        let (log_len, entry) = match appended {
-            Ok(done) => done,
-            Err(e) => {
-                self.known.forget(workflow);
-                return Err(e);
-            }
-        };
-        self.known.appended(workflow, &doc, record_len, log_len);
+                })?;
+        if let Some(known) = current.known
+            && log_len <= state_log::COMPACT_AT
+            && let Some(known) = known.after_append(doc.clone(), record_len, log_len)
+        {
+            self.known.keep(workflow, known);
+        }
         if let Err(e) = entry {
             return Err(unaudited(
                 e,
@@ -318,7 +324,17 @@ impl FileBackend {
             ));
         }
         if log_len > state_log::COMPACT_AT {
-            self.compact_with(workflow, &doc, &log_path)?;
+            self.compact_with(workflow, &doc, &log_path).map_err(|e| {
+                after_the_change(
+                    e,
+                    "compact state log",
+                    &format!(
+                        "workflow {workflow:?} generation {} was saved; compacting its log \
+                         failed (the next write tries again)",
+                        doc.generation
+                    ),
+                )
+            })?;
         }
         Ok(doc)
     }
@@ -397,8 +413,9 @@ pub(crate) struct Current {
     base_exists: bool,
     log_exists: bool,
     log_append_at: u64,
-    /// The log, open, when `state_cache` vouched for it.
-    log: Option<Arc<File>>,
+    /// The kept log and base (`state_cache`), their document moved out to
+    /// `doc`: put back after a successful write.
+    known: Option<Known>,
 }
 
 impl FileBackend {
@@ -419,7 +436,7 @@ impl FileBackend {
         let current = self.current_locked(workflow)?;
         let generation = current.generation;
         expect_generation(workflow, expected_generation, generation)?;
-        self.write_next(workflow, &current, origin, data, (event, audit_data))
+        self.write_next(workflow, current, origin, data, (event, audit_data))
     }
 
     /// Appends the audit entry for a state change just written, still under
@@ -469,9 +486,15 @@ fn audit_fields(doc: &StateDoc, mut data: Value) -> Value {
 
 /// Rewords an audit failure so it says what did happen.
 pub(crate) fn unaudited(error: Error, what_happened: &str) -> Error {
+    after_the_change(error, "append audit entry", what_happened)
+}
+
+/// An I/O failure of `op`, a step that came after the change itself was
+/// made: the error names the step and says what did happen.
+pub(crate) fn after_the_change(error: Error, op: &'static str, what_happened: &str) -> Error {
     match error {
         Error::Io { path, source, .. } => Error::Io {
-            op: "append audit entry",
+            op,
             path,
             source: std::io::Error::new(source.kind(), format!("{what_happened}: {source}")),
         },
@@ -536,16 +559,13 @@ impl Backend for FileBackend {
     ) -> Result<SavedVersion> {
         let limit = self.options.max_state_bytes.min(state_log::RECORD_LIMIT);
         if (json.len() as u64) < limit {
-            let data = crate::store::parse_json_document(json)?;
-            return self
-                .save(workflow, data, expected_generation)
-                .map(|doc| SavedVersion::of(&doc));
+            return crate::store::save_parsed(self, workflow, json, expected_generation);
         }
         let _guard = self.lock_workflow(workflow)?;
         let generation = self.current_generation(workflow)?;
         expect_generation(workflow, expected_generation, generation)?;
         let sealed = StateDoc::seal_text(workflow, generation + 1, clock::now_rfc3339(), json)
-            .map_err(|e| Error::InvalidInput(format!("the document is not valid JSON: {e}")))?;
+            .map_err(crate::store::not_json)?;
         self.write_base_with(workflow, |out| sealed.write_to(out))?;
         let saved = SavedVersion {
             workflow: sealed.workflow,
@@ -581,7 +601,7 @@ impl Backend for FileBackend {
         edit(&mut data)?;
         self.write_next(
             workflow,
-            &current,
+            current,
             None,
             data,
             ("state_update", serde_json::json!({})),

@@ -24,6 +24,23 @@ use std::time::{Duration, SystemTime};
 
 /// Folder of quarantined files, inside the store.
 pub const QUARANTINE_DIR: &str = "quarantine";
+
+/// A new folder `quarantine/<time>/` in the store at `root`, made durably,
+/// for files moved aside outside a repair (a torn audit tail, what a power
+/// cut left after the audit log's durable prefix).
+pub(crate) fn new_quarantine_batch(root: &Path) -> Result<PathBuf> {
+    let quarantine = root.join(QUARANTINE_DIR);
+    let batch = quarantine.join(batch_name());
+    durable::create_dir(&quarantine)?;
+    durable::create_dir(&batch)?;
+    Ok(batch)
+}
+
+/// A quarantine batch's name: the time, without the characters some
+/// filesystems and tools dislike.
+fn batch_name() -> String {
+    crate::clock::now_rfc3339().replace([':', '-'], "")
+}
 /// A temp file is only taken for a crashed writer's once it is this old and
 /// its writer's pid no longer exists.
 const TEMP_GRACE: Duration = Duration::from_secs(5);
@@ -535,8 +552,7 @@ pub(crate) fn finish(components: Vec<Component>, repairs: Vec<String>) -> Health
 
 fn apply(files: &FileBackend, store: &Store, fixes: Vec<Fix>) -> Result<Vec<String>> {
     let root = files.root();
-    let batch = crate::clock::now_rfc3339().replace([':', '-'], "");
-    let quarantine = root.join(QUARANTINE_DIR).join(&batch);
+    let quarantine = root.join(QUARANTINE_DIR).join(batch_name());
     let locks = files.lock_manager();
     let mut done = Vec::new();
     let mut rebuild: BTreeMap<String, String> = BTreeMap::new();

@@ -4,9 +4,9 @@
 //! A locked update used to open, read and close the log (bisecting its
 //! blocks to find the end), the base, and then reopen the log to append:
 //! about twenty system calls around one `fdatasync`, which on a virtual
-//! disk cost more than the sync itself (BENCHMARKS.md, "Where an update's
-//! time goes"). With this cache a writer checks that its knowledge still
-//! holds with three cheap calls and writes through a descriptor it kept.
+//! disk cost more than the sync itself (DESIGN §13). With this cache a
+//! writer checks that its knowledge still holds with three cheap calls and
+//! writes through a descriptor it kept.
 //!
 //! Why the check is enough. Under the workflow's lock (callers hold it) the
 //! files change only in these ways, each of which the check sees:
@@ -27,7 +27,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 /// Workflows remembered at once (each costs two descriptors).
 const MAX_WORKFLOWS: usize = 32;
@@ -41,7 +41,6 @@ fn id_at(path: &Path) -> Result<Option<FileId>> {
 }
 
 /// A workflow's state as its files held it when this process last looked.
-#[derive(Clone)]
 pub(crate) struct Known {
     /// The newest verified version (base or log record), if any.
     pub doc: Option<StateDoc>,
@@ -49,90 +48,93 @@ pub(crate) struct Known {
     /// Where the next log record goes.
     pub append_at: u64,
     /// The log, open for writing; records go through it.
-    pub log: Arc<File>,
+    pub log: File,
     log_id: FileId,
     /// The base, held open only so its inode number stays ours.
-    base: Option<(Arc<File>, FileId)>,
+    base: Option<(File, FileId)>,
 }
 
+impl Known {
+    /// What a full read under the lock found, with the log opened for
+    /// writing and the base pinned; `None` if the document is too large to
+    /// keep or the files cannot be opened (the next write reads again).
+    pub fn open(
+        log_path: &Path,
+        base_path: &Path,
+        doc: Option<StateDoc>,
+        base_exists: bool,
+        append_at: u64,
+    ) -> Option<Known> {
+        if doc
+            .as_ref()
+            .is_some_and(|d| d.to_line().len() > MAX_DOC_BYTES)
+        {
+            return None;
+        }
+        let log = durable::open_for_writes(log_path).ok()?;
+        let (log_id, _) = FileId::of_file(&log, log_path).ok()?;
+        let base = if base_exists {
+            let (file, _) = durable::open_for_reading(base_path, u64::MAX).ok()??;
+            let (id, _) = FileId::of_file(&file, base_path).ok()?;
+            Some((file, id))
+        } else {
+            None
+        };
+        Some(Known {
+            doc,
+            base_exists,
+            append_at,
+            log,
+            log_id,
+            base,
+        })
+    }
+
+    /// After the record of `record_len` bytes holding `doc` was written
+    /// through `self.log` and the log's data now ends at `append_at`:
+    /// `None` if the document is too large to keep.
+    pub fn after_append(
+        mut self,
+        doc: StateDoc,
+        record_len: usize,
+        append_at: u64,
+    ) -> Option<Known> {
+        if record_len > MAX_DOC_BYTES {
+            return None;
+        }
+        self.doc = Some(doc);
+        self.append_at = append_at;
+        Some(self)
+    }
+}
+
+/// What this process knows, by workflow. A writer takes a workflow's entry
+/// (so the document is moved out, not copied) and puts it back after a
+/// successful write; any failure leaves no entry, and the next write
+/// reads the files again.
 #[derive(Default)]
 pub(crate) struct StateCache {
     workflows: Mutex<HashMap<String, Known>>,
 }
 
 impl StateCache {
-    /// What is known of `workflow`, if its files still say the same. The
-    /// caller holds the workflow's lock.
-    pub fn lookup(&self, workflow: &str, log_path: &Path, base_path: &Path) -> Option<Known> {
-        let known = self.entries().get(workflow).cloned()?;
+    /// Takes what is known of `workflow`, if its files still say the same.
+    /// The caller holds the workflow's lock.
+    pub fn take(&self, workflow: &str, log_path: &Path, base_path: &Path) -> Option<Known> {
+        let known = self.entries().remove(workflow)?;
         match still_true(&known, log_path, base_path) {
             Ok(true) => Some(known),
-            _ => {
-                self.forget(workflow);
-                None
-            }
+            _ => None,
         }
     }
 
-    /// Remembers what a full read under the lock found: opens the log for
-    /// writing and pins the base. Silently remembers nothing if that fails
-    /// (the next write reads again).
-    pub fn remember(
-        &self,
-        workflow: &str,
-        log_path: &Path,
-        base_path: &Path,
-        doc: Option<&StateDoc>,
-        base_exists: bool,
-        append_at: u64,
-    ) {
-        let open = || -> Result<Option<Known>> {
-            if doc.is_some_and(|d| too_large(serialized_size(d))) {
-                return Ok(None);
-            }
-            let log = durable::open_for_writes(log_path)?;
-            let (log_id, _) = FileId::of_file(&log, log_path)?;
-            let base = if base_exists {
-                let (file, _) = match durable::open_for_reading(base_path, u64::MAX)? {
-                    Some(opened) => opened,
-                    None => return Ok(None),
-                };
-                let (id, _) = FileId::of_file(&file, base_path)?;
-                Some((Arc::new(file), id))
-            } else {
-                None
-            };
-            Ok(Some(Known {
-                doc: doc.cloned(),
-                base_exists,
-                append_at,
-                log: Arc::new(log),
-                log_id,
-                base,
-            }))
-        };
-        match open() {
-            Ok(Some(known)) => {
-                let mut entries = self.entries();
-                if entries.len() >= MAX_WORKFLOWS && !entries.contains_key(workflow) {
-                    entries.clear();
-                }
-                entries.insert(workflow.to_string(), known);
-            }
-            _ => self.forget(workflow),
-        }
-    }
-
-    /// After a record of `record_len` bytes holding `doc` was appended
-    /// through `known.log`.
-    pub fn appended(&self, workflow: &str, doc: &StateDoc, record_len: usize, append_at: u64) {
+    /// Puts back what a writer knows after its write.
+    pub fn keep(&self, workflow: &str, known: Known) {
         let mut entries = self.entries();
-        if too_large(record_len) {
-            entries.remove(workflow);
-        } else if let Some(known) = entries.get_mut(workflow) {
-            known.doc = Some(doc.clone());
-            known.append_at = append_at;
+        if entries.len() >= MAX_WORKFLOWS {
+            entries.clear();
         }
+        entries.insert(workflow.to_string(), known);
     }
 
     /// After anything else changed the workflow's files (or might have).
@@ -144,14 +146,6 @@ impl StateCache {
         // A panic while holding this lock leaves only a cache behind.
         self.workflows.lock().unwrap_or_else(|e| e.into_inner())
     }
-}
-
-fn too_large(serialized_len: usize) -> bool {
-    serialized_len > MAX_DOC_BYTES
-}
-
-fn serialized_size(doc: &StateDoc) -> usize {
-    doc.to_line().len()
 }
 
 /// The three checks of the module comment.

@@ -48,11 +48,23 @@ impl Default for StoreOptions {
     }
 }
 
-/// Parses the text of a state document, refusing anything but one JSON
-/// value with a message that says so.
-pub(crate) fn parse_json_document(json: &str) -> Result<Value> {
-    serde_json::from_str(json)
-        .map_err(|e| Error::InvalidInput(format!("the document is not valid JSON: {e}")))
+/// `save` of a document given as text, parsed first: what backends that
+/// cannot save from the text do.
+pub(crate) fn save_parsed<B: Backend + ?Sized>(
+    backend: &B,
+    workflow: &str,
+    json: &str,
+    expected_generation: Option<u64>,
+) -> Result<SavedVersion> {
+    let data = serde_json::from_str(json).map_err(not_json)?;
+    backend
+        .save(workflow, data, expected_generation)
+        .map(|doc| SavedVersion::of(&doc))
+}
+
+/// The error for a state document that is not one JSON value.
+pub(crate) fn not_json(e: serde_json::Error) -> Error {
+    Error::InvalidInput(format!("the document is not valid JSON: {e}"))
 }
 
 /// What every storage backend provides. Names passed in are unchecked; each
@@ -79,9 +91,7 @@ pub trait Backend: Send + Sync {
         json: &str,
         expected_generation: Option<u64>,
     ) -> Result<SavedVersion> {
-        let data = parse_json_document(json)?;
-        self.save(workflow, data, expected_generation)
-            .map(|doc| SavedVersion::of(&doc))
+        save_parsed(self, workflow, json, expected_generation)
     }
     /// Loads, applies `edit` and saves, all under the workflow's lock, so
     /// concurrent updaters never lose an update. A missing state starts as

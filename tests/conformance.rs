@@ -668,39 +668,22 @@ fn large_documents_are_saved_from_their_text_and_read_back_the_same(s: &Scratch)
         file,
     ]));
 
-    // Damaged text is refused, naming the input, and changes nothing.
-    std::fs::write(
-        s.dir.path().join("cut.json"),
-        &doc_text[..doc_text.len() - 10],
-    )
-    .unwrap();
-    let cut = s.run(&[
-        "state",
-        "set",
-        "big",
-        "--file",
-        s.dir.path().join("cut.json").to_str().unwrap(),
-    ]);
-    assert_eq!(code(&cut), 2, "{}", text(&cut.stderr));
-    assert!(
-        text(&cut.stderr).contains("cut.json"),
-        "{}",
-        text(&cut.stderr)
+    // Damaged text is refused (exit 2), naming the input and what is
+    // wrong, and changes nothing.
+    let refused = |name: &str, bytes: &[u8], says: &str| {
+        let file = s.dir.path().join(name);
+        std::fs::write(&file, bytes).unwrap();
+        let out = s.run(&["state", "set", "big", "--file", file.to_str().unwrap()]);
+        let err = text(&out.stderr);
+        assert_eq!(code(&out), 2, "{err}");
+        assert!(err.contains(name) && err.contains(says), "{err}");
+    };
+    refused(
+        "cut.json",
+        &doc_text.as_bytes()[..doc_text.len() - 10],
+        "not valid JSON",
     );
-    std::fs::write(s.dir.path().join("latin1.json"), b"{\"a\": \"\xe9\"}").unwrap();
-    let latin1 = s.run(&[
-        "state",
-        "set",
-        "big",
-        "--file",
-        s.dir.path().join("latin1.json").to_str().unwrap(),
-    ]);
-    assert_eq!(code(&latin1), 2, "{}", text(&latin1.stderr));
-    assert!(
-        text(&latin1.stderr).contains("not UTF-8"),
-        "{}",
-        text(&latin1.stderr)
-    );
+    refused("latin1.json", b"{\"a\": \"\xe9\"}", "not UTF-8");
     let got = json_of(s, &["state", "get", "big"]);
     assert_eq!(got["generation"], 4);
     assert_eq!(got["data"], expected);

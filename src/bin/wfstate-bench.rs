@@ -253,13 +253,7 @@ fn checkpoint_figures(dir: &Path, quick: bool, put: &mut impl FnMut(&str, f64)) 
     let mut syncs = 0;
     let create_times = time_each(n, |i| {
         let syncs_before = durable::syncs_so_far();
-        let cp = store
-            .create_checkpoint(NewCheckpoint {
-                workflow: "cp".into(),
-                message: Some(format!("step {i}")),
-                ..NewCheckpoint::default()
-            })
-            .unwrap();
+        let cp = create_step(&store, i);
         syncs += durable::syncs_so_far() - syncs_before;
         sizes.push(cp.to_bytes().len());
         let started = Instant::now();
@@ -592,13 +586,7 @@ fn pg_checkpoint_figures(url: &str, quick: bool, put: &mut impl FnMut(&str, f64)
         )
         .unwrap();
     let create_times = time_each(if quick { 100 } else { 300 }, |i| {
-        store
-            .create_checkpoint(NewCheckpoint {
-                workflow: "cp".into(),
-                message: Some(format!("step {i}")),
-                ..NewCheckpoint::default()
-            })
-            .unwrap();
+        create_step(&store, i);
     });
     put("pg_checkpoint_create_us", median(&create_times));
 
@@ -785,6 +773,17 @@ fn lock_handoffs_us(store: &Path, procs: usize, rounds: usize, recording: Record
         .collect()
 }
 
+/// The checkpoint every creation figure makes: step `i` of workflow `cp`.
+fn create_step(store: &Store, i: usize) -> wfstate::checkpoint::Checkpoint {
+    store
+        .create_checkpoint(NewCheckpoint {
+            workflow: "cp".into(),
+            message: Some(format!("step {i}")),
+            ..NewCheckpoint::default()
+        })
+        .unwrap()
+}
+
 /// A state of about 10 MiB: 100,000 small objects.
 fn big_document() -> Value {
     let items: Vec<Value> = (0..100_000)
@@ -860,13 +859,7 @@ fn worker(args: &[String]) {
             let store = Store::open(Path::new(&args[1]), StoreOptions::default()).unwrap();
             let n: usize = args[2].parse().unwrap();
             for i in 0..n {
-                store
-                    .create_checkpoint(NewCheckpoint {
-                        workflow: "cp".into(),
-                        message: Some(format!("step {i}")),
-                        ..NewCheckpoint::default()
-                    })
-                    .unwrap();
+                create_step(&store, i);
             }
         }
         "save10-text" => {

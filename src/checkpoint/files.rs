@@ -37,7 +37,7 @@ use crate::audit::{AuditLog, Carrier};
 use crate::clock;
 use crate::durable::{self, ReadOutcome};
 use crate::error::{Error, Result};
-use crate::file_store::unaudited;
+use crate::file_store::{after_the_change, unaudited};
 use crate::id;
 use crate::lock::{LockGuard, LockManager};
 use crate::name::validate_name;
@@ -441,8 +441,9 @@ impl FileCheckpoints {
         let published = durable::append_unsynced(&index_path, &record.encode())
             .and_then(|()| durable::publish_unsynced(&self.file_of(&workflow, id)?, bytes));
         if let Err(e) = published {
-            return Err(unaudited(
+            return Err(after_the_change(
                 e,
+                "publish committed checkpoint",
                 &format!(
                     "checkpoint {id} was committed to the journal but not published; \
                      it appears with the next checkpoint of {workflow:?}"
@@ -459,7 +460,16 @@ impl FileCheckpoints {
             ));
         }
         if journal_len > state_log::COMPACT_AT {
-            self.settle_journal(&workflow)?;
+            self.settle_journal(&workflow).map_err(|e| {
+                after_the_change(
+                    e,
+                    "settle checkpoint journal",
+                    &format!(
+                        "checkpoint {id} was created; settling the journal failed \
+                         (the next creation or prune tries again)"
+                    ),
+                )
+            })?;
         }
         Ok(checkpoint)
     }

@@ -657,12 +657,19 @@ fn lock_file(id: &LockId) -> Result<(File, Option<FileId>, bool)> {
     if let Some((file, file_id)) = id.idle.as_ref().and_then(|idle| idle.take(&id.path)) {
         return Ok((file, Some(file_id), true));
     }
+    let (file, file_id) = open_lock_file(id)?;
+    Ok((file, file_id, false))
+}
+
+/// A newly opened descriptor of the lock file, with the file's identity
+/// when the descriptor may be reused.
+fn open_lock_file(id: &LockId) -> Result<(File, Option<FileId>)> {
     let file = durable::open_stable_file(&id.path)?;
     let file_id = match id.idle {
         Some(_) => Some(FileId::of_file(&file, &id.path)?.0),
         None => None,
     };
-    Ok((file, file_id, false))
+    Ok((file, file_id))
 }
 
 /// After locking a descriptor that was idle: whether its file is still the
@@ -705,11 +712,7 @@ fn acquire(
     }
     // Opened afresh (not an idle descriptor): on timeout it is abandoned to
     // the helper below, and must never be reused.
-    let file = durable::open_stable_file(&id.path)?;
-    let file_id = match id.idle {
-        Some(_) => Some(FileId::of_file(&file, &id.path)?.0),
-        None => None,
-    };
+    let (file, file_id) = open_lock_file(id)?;
     // A blocking flock cannot be given a deadline, and polling would either
     // burn CPU or add its interval to every handoff. So a helper thread
     // blocks in flock on a duplicate of our descriptor (same open file
