@@ -229,7 +229,7 @@ impl FileBackend {
             doc: known.doc.take(),
             base_exists: known.base_exists,
             log_exists: true,
-            log_append_at: known.append_at,
+            log_append_at: known.log.append_at,
             known: Some(known),
         })
     }
@@ -292,24 +292,20 @@ impl FileBackend {
         // together: the record carries the entry (see `audit`).
         let log_path = self.log_path(workflow)?;
         let mut record_len = 0;
+        let mut known = current.known;
         let (log_len, entry) =
             self.audit
                 .append_with((workflow, Carrier::StateLog), event, audit_data, |entry| {
                     let record = state_log::record_line(line, entry);
                     record_len = record.len();
-                    match &current.known {
-                        Some(known) => state_log::append_through(
-                            &known.log,
-                            &log_path,
-                            record,
-                            current.log_append_at,
-                        ),
+                    match &mut known {
+                        Some(known) => known.log.append(&log_path, record),
                         None => state_log::append(&log_path, record, current.log_append_at),
                     }
                 })?;
-        if let Some(known) = current.known
+        if let Some(known) = known
             && log_len <= state_log::COMPACT_AT
-            && let Some(known) = known.after_append(doc.clone(), record_len, log_len)
+            && let Some(known) = known.after_append(doc.clone(), record_len)
         {
             self.known.keep(workflow, known);
         }

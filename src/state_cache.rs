@@ -21,11 +21,11 @@
 //! full read, which is what every reader without the lock does anyway.
 
 use crate::durable::{self, FileId};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::state::StateDoc;
+use crate::state_log::OpenLog;
 use std::collections::HashMap;
 use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -45,11 +45,8 @@ pub(crate) struct Known {
     /// The newest verified version (base or log record), if any.
     pub doc: Option<StateDoc>,
     pub base_exists: bool,
-    /// Where the next log record goes.
-    pub append_at: u64,
     /// The log, open for writing; records go through it.
-    pub log: File,
-    log_id: FileId,
+    pub log: OpenLog,
     /// The base, held open only so its inode number stays ours.
     base: Option<(File, FileId)>,
 }
@@ -71,8 +68,7 @@ impl Known {
         {
             return None;
         }
-        let log = durable::open_for_writes(log_path).ok()?;
-        let (log_id, _) = FileId::of_file(&log, log_path).ok()?;
+        let log = OpenLog::open(log_path, append_at).ok()?;
         let base = if base_exists {
             let (file, _) = durable::open_for_reading(base_path, u64::MAX).ok()??;
             let (id, _) = FileId::of_file(&file, base_path).ok()?;
@@ -83,27 +79,18 @@ impl Known {
         Some(Known {
             doc,
             base_exists,
-            append_at,
             log,
-            log_id,
             base,
         })
     }
 
-    /// After the record of `record_len` bytes holding `doc` was written
-    /// through `self.log` and the log's data now ends at `append_at`:
-    /// `None` if the document is too large to keep.
-    pub fn after_append(
-        mut self,
-        doc: StateDoc,
-        record_len: usize,
-        append_at: u64,
-    ) -> Option<Known> {
+    /// After the record of `record_len` bytes holding `doc` was appended
+    /// through `self.log`: `None` if the document is too large to keep.
+    pub fn after_append(mut self, doc: StateDoc, record_len: usize) -> Option<Known> {
         if record_len > MAX_DOC_BYTES {
             return None;
         }
         self.doc = Some(doc);
-        self.append_at = append_at;
         Some(self)
     }
 }
@@ -111,25 +98,40 @@ impl Known {
 /// What this process knows, by workflow. A writer takes a workflow's entry
 /// (so the document is moved out, not copied) and puts it back after a
 /// successful write; any failure leaves no entry, and the next write
-/// reads the files again.
-#[derive(Default)]
-pub(crate) struct StateCache {
-    workflows: Mutex<HashMap<String, Known>>,
+/// reads the files again. Also holds the checkpoint journals' tails
+/// (`checkpoint::files`).
+pub(crate) struct Kept<T> {
+    workflows: Mutex<HashMap<String, T>>,
 }
 
-impl StateCache {
-    /// Takes what is known of `workflow`, if its files still say the same.
-    /// The caller holds the workflow's lock.
-    pub fn take(&self, workflow: &str, log_path: &Path, base_path: &Path) -> Option<Known> {
+impl<T> Default for Kept<T> {
+    fn default() -> Self {
+        Kept {
+            workflows: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+pub(crate) type StateCache = Kept<Known>;
+
+impl<T> Kept<T> {
+    /// Takes what is known of `workflow` if `still_true` confirms it (an
+    /// error counts as no). The caller holds the lock that excludes the
+    /// workflow's other writers.
+    pub fn take_if(
+        &self,
+        workflow: &str,
+        still_true: impl FnOnce(&T) -> Result<bool>,
+    ) -> Option<T> {
         let known = self.entries().remove(workflow)?;
-        match still_true(&known, log_path, base_path) {
+        match still_true(&known) {
             Ok(true) => Some(known),
             _ => None,
         }
     }
 
     /// Puts back what a writer knows after its write.
-    pub fn keep(&self, workflow: &str, known: Known) {
+    pub fn keep(&self, workflow: &str, known: T) {
         let mut entries = self.entries();
         if entries.len() >= MAX_WORKFLOWS {
             entries.clear();
@@ -142,26 +144,24 @@ impl StateCache {
         self.entries().remove(workflow);
     }
 
-    fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<String, Known>> {
+    fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<String, T>> {
         // A panic while holding this lock leaves only a cache behind.
         self.workflows.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
-/// The three checks of the module comment.
+impl StateCache {
+    /// Takes what is known of `workflow`, if its files still say the same.
+    /// The caller holds the workflow's lock.
+    pub fn take(&self, workflow: &str, log_path: &Path, base_path: &Path) -> Option<Known> {
+        self.take_if(workflow, |known| still_true(known, log_path, base_path))
+    }
+}
+
+/// The checks of the module comment.
 fn still_true(known: &Known, log_path: &Path, base_path: &Path) -> Result<bool> {
-    if id_at(log_path)? != Some(known.log_id) {
-        return Ok(false);
-    }
-    let mut next = [0u8; 1];
-    let n = known
-        .log
-        .read_at(&mut next, known.append_at)
-        .map_err(|e| Error::io("read", log_path, e))?;
-    if n == 1 && next[0] != 0 {
-        return Ok(false); // someone appended since
-    }
-    Ok(id_at(base_path)? == known.base.as_ref().map(|(_, id)| *id))
+    Ok(known.log.unchanged(log_path)?
+        && id_at(base_path)? == known.base.as_ref().map(|(_, id)| *id))
 }
 
 #[cfg(test)]

@@ -31,10 +31,11 @@
 //! the log emptied finds the new base, and one that finds the old log finds
 //! the newest record in it.
 
-use crate::durable::{self, ReadOutcome};
+use crate::durable::{self, FileId, ReadOutcome};
 use crate::error::{Error, Result};
 use crate::state::StateDoc;
 use std::fs::File;
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 pub const LOG_SUFFIX: &str = ".log";
@@ -327,11 +328,54 @@ pub(crate) fn append(path: &Path, line: Vec<u8>, at: u64) -> Result<u64> {
     Ok(at + line.len() as u64)
 }
 
-/// [`append`] through the log's descriptor, kept open by `state_cache`
-/// (which checked, under the workflow's lock, that `path` still names it).
-pub(crate) fn append_through(file: &File, path: &Path, line: Vec<u8>, at: u64) -> Result<u64> {
-    durable::write_at_synced_in(file, path, at, &line).map_err(durability_unknown)?;
-    Ok(at + line.len() as u64)
+/// A log this process keeps open across locked writes, and where it knows
+/// the log's data to end (the state cache; the checkpoint journal's tail).
+pub(crate) struct OpenLog {
+    pub file: File,
+    id: FileId,
+    /// Where the next record goes.
+    pub append_at: u64,
+}
+
+impl OpenLog {
+    /// Opens the log at `path` for writing; the caller read it (under the
+    /// lock that excludes other writers) and found its data ending at
+    /// `append_at`.
+    pub fn open(path: &Path, append_at: u64) -> Result<OpenLog> {
+        let file = durable::open_for_writes(path)?;
+        let (id, _) = FileId::of_file(&file, path)?;
+        Ok(OpenLog {
+            file,
+            id,
+            append_at,
+        })
+    }
+
+    /// Whether the log is still as this process left it; the caller holds
+    /// the lock that excludes other writers. A writer only ever changes a
+    /// log by writing a record at its end, where the byte is then no longer
+    /// zero, or by replacing it (compaction, clearing, repair), which gives
+    /// the name a new inode: our open descriptor keeps the old inode's
+    /// number from being reused, so comparing identities is enough.
+    pub fn unchanged(&self, path: &Path) -> Result<bool> {
+        if FileId::at(path)?.map(|(id, _)| id) != Some(self.id) {
+            return Ok(false);
+        }
+        let mut next = [0u8; 1];
+        let n = self
+            .file
+            .read_at(&mut next, self.append_at)
+            .map_err(|e| Error::io("read", path, e))?;
+        Ok(n == 0 || next[0] == 0)
+    }
+
+    /// [`append`] through the kept descriptor, after `unchanged` said yes.
+    pub fn append(&mut self, path: &Path, line: Vec<u8>) -> Result<u64> {
+        durable::write_at_synced_in(&self.file, path, self.append_at, &line)
+            .map_err(durability_unknown)?;
+        self.append_at += line.len() as u64;
+        Ok(self.append_at)
+    }
 }
 
 /// A failed sync after a complete write: the record is in the file, so
