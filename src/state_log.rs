@@ -316,12 +316,7 @@ pub(crate) fn leftovers(path: &Path, workflow: &str) -> Result<LogLeftovers> {
 /// (preallocated, durably) if it does not exist. Returns where the log's
 /// data now ends.
 pub(crate) fn append(path: &Path, line: Vec<u8>, at: u64) -> Result<u64> {
-    let exists = match std::fs::symlink_metadata(path) {
-        Ok(_) => true,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
-        Err(e) => return Err(Error::io("stat", path, e)),
-    };
-    if !exists {
+    if !durable::name_exists(path)? {
         clear(path)?;
     }
     durable::write_at_synced(path, at, &line).map_err(durability_unknown)?;

@@ -105,9 +105,12 @@ fn run(config: &Config) -> Map<String, Value> {
     // The primitives a one-sync commit could be built from (DESIGN §13):
     // appending to a file grows it, so its fsync must also commit metadata;
     // overwriting zeros already on disk changes no metadata.
-    let (append, overwrite) = sync_primitives_us(&dir, scale(300, 100));
+    // And what a `stat` of the file before each write costs its sync
+    // (DESIGN §13: the store's checks ask for identity and size only).
+    let (append, overwrite, after_stat) = sync_primitives_us(&dir, scale(300, 100));
     put("append_fsync_us", append);
     put("overwrite_fdatasync_us", overwrite);
+    put("overwrite_fdatasync_after_stat_us", after_stat);
 
     eprintln!("state update");
     let store_path = dir.join("store");
@@ -486,8 +489,9 @@ fn payload(i: usize) -> Vec<u8> {
 
 /// The cheapest durable write there is: overwrite 1 KiB in place + fsync.
 /// Medians of (append 1 KiB + fsync, overwrite 1 KiB of pre-written zeros
-/// at a fresh offset + fdatasync).
-fn sync_primitives_us(dir: &Path, n: usize) -> (f64, f64) {
+/// at a fresh offset + fdatasync, the same after a full `stat` of the file);
+/// the last two alternate, so drift falls on both.
+fn sync_primitives_us(dir: &Path, n: usize) -> (f64, f64, f64) {
     let log = File::create(dir.join("append-log")).unwrap();
     let mut len = 0u64;
     let append = median(&time_each(n, |i| {
@@ -496,16 +500,22 @@ fn sync_primitives_us(dir: &Path, n: usize) -> (f64, f64) {
         len += bytes.len() as u64;
         log.sync_all().unwrap();
     }));
-    let slab = File::create(dir.join("zeroed-slab")).unwrap();
+    let slab_path = dir.join("zeroed-slab");
+    let slab = File::create(&slab_path).unwrap();
     let chunk = payload(0).len() as u64;
-    slab.write_all_at(&vec![0u8; (chunk * n as u64) as usize], 0)
+    slab.write_all_at(&vec![0u8; (chunk * 2 * n as u64) as usize], 0)
         .unwrap();
     slab.sync_all().unwrap();
-    let overwrite = median(&time_each(n, |i| {
+    let times = time_each(2 * n, |i| {
+        if i % 2 == 1 {
+            std::fs::metadata(&slab_path).unwrap();
+        }
         slab.write_all_at(&payload(i), i as u64 * chunk).unwrap();
         slab.sync_data().unwrap();
-    }));
-    (append, overwrite)
+    });
+    let plain: Vec<f64> = times.iter().step_by(2).copied().collect();
+    let after_stat: Vec<f64> = times.iter().skip(1).step_by(2).copied().collect();
+    (append, median(&plain), median(&after_stat))
 }
 
 fn fsync_floor_us(dir: &Path, n: usize) -> f64 {
