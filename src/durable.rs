@@ -307,32 +307,46 @@ impl FileId {
     }
 }
 
-/// A file's identity, length and type, asking the kernel for nothing else. Not asking for timestamps matters: since Linux
-/// 6.13 a query of a file's change time marks the inode so that its next
-/// write takes a fresh fine-grained timestamp, which dirties the inode, and
-/// ext4 without a journal then writes the inode's block at the next
-/// `fdatasync` too: with a full `stat` of the state log before each
-/// update, the update's sync took 193–225 µs instead of 127–156 µs here
-/// (DESIGN §13). The stats on the way to every write and sync go through
-/// this function.
-fn identity<Fd: std::os::fd::AsFd, P: rustix::path::Arg>(
+/// A file's identity, length and type, asking the kernel for nothing else.
+///
+/// Not asking for timestamps matters: since Linux 6.13 a query of a file's
+/// change time marks the inode so that its next write takes a fresh
+/// fine-grained timestamp, which dirties the inode, and ext4 without a
+/// journal then writes the inode's block at the next `fdatasync` too. With
+/// a full `stat` of the state log before each update, the update's sync
+/// took 193–225 µs instead of 127–156 µs here (DESIGN §13). The stats on
+/// the way to every write and sync go through this function.
+fn identity<Fd: std::os::fd::AsFd, P: rustix::path::Arg + Copy>(
     dir: Fd,
     path: P,
     flags: rustix::fs::AtFlags,
 ) -> io::Result<(FileId, u64, FileType)> {
     use rustix::fs::StatxFlags;
-    let stx = rustix::fs::statx(
-        dir,
-        path,
-        flags,
-        StatxFlags::TYPE | StatxFlags::INO | StatxFlags::SIZE,
-    )?;
-    let id = FileId {
-        dev: rustix::fs::makedev(stx.stx_dev_major, stx.stx_dev_minor),
-        ino: stx.stx_ino,
-    };
-    let kind = FileType::from_raw_mode(stx.stx_mode.into());
-    Ok((id, stx.stx_size, kind))
+    let mask = StatxFlags::TYPE | StatxFlags::INO | StatxFlags::SIZE;
+    match rustix::fs::statx(&dir, path, flags, mask) {
+        Ok(stx) => Ok((
+            FileId {
+                dev: rustix::fs::makedev(stx.stx_dev_major, stx.stx_dev_minor),
+                ino: stx.stx_ino,
+            },
+            stx.stx_size,
+            FileType::from_raw_mode(stx.stx_mode.into()),
+        )),
+        // Kernels before 4.11, and sandboxes that filter statx: a plain
+        // stat (such kernels have no fine-grained timestamps either).
+        Err(rustix::io::Errno::NOSYS | rustix::io::Errno::PERM) => {
+            let st = rustix::fs::statat(&dir, path, flags)?;
+            Ok((
+                FileId {
+                    dev: st.st_dev,
+                    ino: st.st_ino,
+                },
+                st.st_size as u64,
+                FileType::from_raw_mode(st.st_mode),
+            ))
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Opens the existing regular file `path` for reading and positioned
@@ -352,7 +366,7 @@ fn missing(op: &'static str, path: &Path) -> Error {
 
 /// Opens `path` with `options` and `O_NOFOLLOW`, refusing symlinks and
 /// anything but a regular file; `None` if it does not exist. The one place
-/// that decides what a store file may be. Returns the file's metadata too.
+/// that decides what a store file may be. Returns the file's length too.
 fn open_regular(path: &Path, options: &OpenOptions) -> Result<Option<(File, u64)>> {
     let mut options = options.clone();
     let file = match options.custom_flags(no_follow()).open(path) {
