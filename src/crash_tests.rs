@@ -61,13 +61,31 @@ fn recovery_problems(store: &Store, acknowledged: bool) -> Vec<String> {
 }
 
 fn report(name: &str, e: &Exploration) {
-    eprintln!(
+    tell(format!(
         "crash simulation [{name}]: {} operations, {} crash points, {} crash states checked, {} violations",
         e.operations,
         e.crash_points,
         e.states,
         e.violations.len()
-    );
+    ));
+}
+
+/// Prints a count, and appends it to the file `WFSTATE_TEST_COUNTS` names
+/// (`.ci/run` shows that file, since libtest hides a passing test's output
+/// and running these tests twice would double CI's longest step).
+fn tell(line: String) {
+    eprintln!("{line}");
+    if let Some(path) = std::env::var_os("WFSTATE_TEST_COUNTS") {
+        use std::io::Write;
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .expect("open the counts file");
+        // One write per line: O_APPEND keeps concurrent tests' lines whole.
+        file.write_all(format!("{line}\n").as_bytes())
+            .expect("write the counts file");
+    }
 }
 
 fn assert_clean(name: &str, e: &Exploration) {
@@ -862,9 +880,9 @@ fn injected_faults_fail_the_operation_and_leave_the_previous_version() {
             );
         }
     }
-    eprintln!(
+    tell(format!(
         "fault injection: {injected} faults injected (fsync EIO, rename failure, write ENOSPC, short write then ENOSPC), all reported, no retried fsync"
-    );
+    ));
     assert!(injected >= 20);
 }
 
