@@ -161,10 +161,58 @@ pub(crate) enum Carrier {
     StateLog,
     /// `checkpoints/<wf>/journal`.
     CheckpointJournal,
+    /// `audit.intent`, for a change whose commit cannot carry the entry
+    /// (a rename, removals): the entry counts only while its `Evidence`
+    /// holds (see `append_with_intent`).
+    Intent,
+}
+
+/// What shows that the change an intent's entry records took place. Each
+/// is false before the change and stays true after it until another change
+/// (which settles the intent first) moves on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub(crate) enum Evidence {
+    /// The workflow's base `state/<wf>.json` holds this generation with
+    /// this checksum (a checksum covers the time of the save, so no other
+    /// save produces it).
+    Base {
+        workflow: String,
+        generation: u64,
+        checksum: String,
+    },
+    /// The checkpoint file `checkpoints/<wf>/<id>.json` exists (ids are
+    /// never reused).
+    CheckpointFile { workflow: String, id: String },
+    /// At least one of these checkpoint files is gone: all of them existed,
+    /// under the checkpoint lock, when the intent was written.
+    CheckpointsRemoved { workflow: String, ids: Vec<String> },
+}
+
+impl Evidence {
+    fn workflow(&self) -> &str {
+        match self {
+            Evidence::Base { workflow, .. }
+            | Evidence::CheckpointFile { workflow, .. }
+            | Evidence::CheckpointsRemoved { workflow, .. } => workflow,
+        }
+    }
+}
+
+/// `audit.intent`: the entry of the newest change committed without a
+/// carrying log, and what shows that change took place.
+#[derive(Serialize, Deserialize)]
+struct Intent {
+    evidence: Evidence,
+    /// The entry's line, exactly as it is to appear in the log.
+    entry: String,
 }
 
 /// The log's last parsable entry, and whether the file ends with a newline.
 type Tail = (Option<AuditEntry>, bool);
+
+/// An intent holds one entry; a longer file is not one this code wrote.
+const MAX_INTENT_BYTES: u64 = 16 * 1024 * 1024;
 
 /// The pointer file is overwritten in place, so it has a fixed length.
 const POINTER_LEN: usize = 512;
@@ -345,7 +393,12 @@ impl AuditLog {
                     .join(workflow)
                     .join(crate::checkpoint::files::JOURNAL_FILE),
             ),
+            Carrier::Intent => Some(self.intent_path()),
         }
+    }
+
+    fn intent_path(&self) -> PathBuf {
+        self.path.with_file_name("audit.intent")
     }
 
     pub fn path(&self) -> &Path {
@@ -426,6 +479,10 @@ impl AuditLog {
     // The order that makes this sound: an entry reaches this log only after
     // its state record is durable, and a state log is compacted (its
     // records dropped) only after this log is fsynced.
+    //
+    // A change committed by a rename or by removals carries nothing: its
+    // entry is made durable beforehand as the intent, and counts only while
+    // the intent's evidence holds (`append_with_intent`).
 
     /// The last entry, after making sure the log ends with a whole line. A
     /// torn last line is what an append cut short leaves (a crash, or a
@@ -552,6 +609,42 @@ impl AuditLog {
         &self,
         (workflow, carrier): (&str, Carrier),
         event: &str,
+        data: Value,
+        write_durably: impl FnOnce(&str) -> Result<T>,
+    ) -> Result<(T, Result<AuditEntry>)> {
+        self.append_carried((workflow, carrier), None, event, data, write_durably)
+    }
+
+    /// Appends one entry for a change whose commit cannot carry it (a base
+    /// replaced by a rename, checkpoint files published or removed): the
+    /// entry is made durable first as the intent (`write_intent`), then
+    /// `change` runs, then the entry is appended here without an fsync. The
+    /// intent's entry counts only while `evidence` holds, so a writer that
+    /// dies on either side of its commit leaves its change audited or
+    /// absent, never one without the other. Pending entries are settled
+    /// before `change` runs, while the evidence of theirs still stands.
+    pub(crate) fn append_with_intent<T>(
+        &self,
+        evidence: Evidence,
+        event: &str,
+        data: Value,
+        change: impl FnOnce() -> Result<T>,
+    ) -> Result<(T, Result<AuditEntry>)> {
+        let workflow = evidence.workflow().to_string();
+        self.append_carried(
+            (&workflow, Carrier::Intent),
+            Some(evidence),
+            event,
+            data,
+            |_| change(),
+        )
+    }
+
+    fn append_carried<T>(
+        &self,
+        (workflow, carrier): (&str, Carrier),
+        evidence: Option<Evidence>,
+        event: &str,
         mut data: Value,
         write_durably: impl FnOnce(&str) -> Result<T>,
     ) -> Result<(T, Result<AuditEntry>)> {
@@ -565,6 +658,9 @@ impl AuditLog {
                 .pop()
                 .expect("one entry chained");
         self.write_pointer(entry.seq, workflow, carrier)?;
+        if let Some(evidence) = evidence {
+            self.write_intent(evidence, &line)?;
+        }
         let value = write_durably(&line)?;
         // The change is durable; what follows only copies its entry here.
         // If that fails, the entry is recovered from the state log later,
@@ -578,6 +674,87 @@ impl AuditLog {
             None => durable::replace_file_with_bytes(&self.path, &bytes),
         };
         Ok((value, copied.map(|()| entry)))
+    }
+
+    /// Makes `line` durable as the intent, with its evidence. Entries
+    /// appended so far are synced first: the intent being replaced may be
+    /// the only durable copy of the previous one's entry.
+    fn write_intent(&self, evidence: Evidence, line: &str) -> Result<()> {
+        self.sync()?;
+        let intent = Intent {
+            evidence,
+            entry: line.to_string(),
+        };
+        let mut bytes = serde_json::to_vec(&intent).expect("an intent serializes");
+        bytes.push(b'\n');
+        durable::replace_file_with_bytes(&self.intent_path(), &bytes)
+    }
+
+    /// The intent's entry and its line, if the change it records took
+    /// place (its evidence holds).
+    fn committed_intent(&self) -> Result<Option<(AuditEntry, String)>> {
+        let bytes = match durable::read_file(&self.intent_path(), MAX_INTENT_BYTES)? {
+            durable::ReadOutcome::Found(bytes) => bytes,
+            durable::ReadOutcome::Missing => return Ok(None),
+        };
+        // Written by `replace_file`, so whole or absent; anything else is
+        // not ours and counts for nothing (health reports what it finds).
+        let Ok(intent) = serde_json::from_slice::<Intent>(&bytes) else {
+            return Ok(None);
+        };
+        let Ok(entry) = serde_json::from_str::<AuditEntry>(&intent.entry) else {
+            return Ok(None);
+        };
+        if self.evidence_holds(&intent.evidence)? {
+            Ok(Some((entry, intent.entry)))
+        } else {
+            Ok(None)
+        }
+    }
+
+    fn evidence_holds(&self, evidence: &Evidence) -> Result<bool> {
+        use crate::name::validate_name;
+        validate_name(evidence.workflow())?;
+        let checkpoint_file = |workflow: &str, id: &str| -> Result<Option<PathBuf>> {
+            validate_name(id)?;
+            Ok(self
+                .checkpoint_root
+                .as_ref()
+                .map(|root| root.join(workflow).join(format!("{id}.json"))))
+        };
+        match evidence {
+            Evidence::Base {
+                workflow,
+                generation,
+                checksum,
+            } => {
+                let Some(state_dir) = &self.state_dir else {
+                    return Ok(false);
+                };
+                let base = state_dir.join(format!("{workflow}.json"));
+                Ok(match durable::read_file(&base, u64::MAX)? {
+                    durable::ReadOutcome::Found(bytes) => {
+                        crate::state::StateDoc::decode_version(&bytes, &base, workflow)
+                            // A damaged base shows nothing; health reports it.
+                            .is_ok_and(|v| v.generation == *generation && v.checksum == *checksum)
+                    }
+                    durable::ReadOutcome::Missing => false,
+                })
+            }
+            Evidence::CheckpointFile { workflow, id } => match checkpoint_file(workflow, id)? {
+                Some(path) => durable::name_exists(&path),
+                None => Ok(false),
+            },
+            Evidence::CheckpointsRemoved { workflow, ids } => {
+                for id in ids {
+                    match checkpoint_file(workflow, id)? {
+                        Some(path) if !durable::name_exists(&path)? => return Ok(true),
+                        _ => {}
+                    }
+                }
+                Ok(false)
+            }
+        }
     }
 
     /// Appends `bytes` (holding `entry`) unsynced through the kept log
@@ -662,22 +839,13 @@ impl AuditLog {
         }
         crate::name::validate_name(&workflow)?;
         let carrier = pointer.carrier.unwrap_or(Carrier::StateLog);
-        let Some(log) = self.carrier_path(carrier, &workflow) else {
-            return Ok(None);
+        let follows = (
+            pointer.seq,
+            last.as_ref().map_or(GENESIS_HASH, |e| e.hash.as_str()),
+        );
+        let Some(line) = self.carried_entry(carrier, &workflow, follows)? else {
+            return Ok(None); // the state change never became durable
         };
-        let Some((_, record)) = crate::state_log::newest_record(&log)?.and_then(|r| r.line) else {
-            return Ok(None);
-        };
-        let Some(line) = crate::state_log::split_record(&record)
-            .1
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-        else {
-            return Ok(None);
-        };
-        match serde_json::from_str::<AuditEntry>(&line) {
-            Ok(entry) if entry.seq == pointer.seq => {}
-            _ => return Ok(None), // the state change never became durable
-        }
         let mut whole = line.into_bytes();
         whole.push(b'\n');
         let bytes = if ends_with_newline {
@@ -705,6 +873,35 @@ impl AuditLog {
             durable::replace_file_with_bytes(&self.path, &bytes)?;
         }
         Ok(None)
+    }
+
+    /// The line of the entry that `follows` (its `seq` and the previous
+    /// entry's hash), if the change it records is durable in `workflow`'s
+    /// log that `carrier` names (for an intent: if its evidence holds).
+    fn carried_entry(
+        &self,
+        carrier: Carrier,
+        workflow: &str,
+        (seq, prev_hash): (u64, &str),
+    ) -> Result<Option<String>> {
+        let line = if carrier == Carrier::Intent {
+            self.committed_intent()?.map(|(_, line)| line)
+        } else {
+            let Some(log) = self.carrier_path(carrier, workflow) else {
+                return Ok(None);
+            };
+            crate::state_log::newest_record(&log)?
+                .and_then(|r| r.line)
+                .and_then(|(_, record)| {
+                    crate::state_log::split_record(&record)
+                        .1
+                        .map(|a| String::from_utf8_lossy(a).into_owned())
+                })
+        };
+        Ok(line.filter(|line| {
+            serde_json::from_str::<AuditEntry>(line)
+                .is_ok_and(|entry| entry.seq == seq && entry.prev_hash == prev_hash)
+        }))
     }
 
     /// Run when the store is opened: after a new boot, rebuild the tail of
@@ -775,6 +972,11 @@ impl AuditLog {
                 }
             }
         }
+        // An entry the state logs carry takes precedence over the intent's
+        // with the same `seq` (which then never took place).
+        if let Some((entry, line)) = self.committed_intent()? {
+            carried.entry(entry.seq).or_insert(line);
+        }
         let bytes = match durable::read_file(&self.path, u64::MAX)? {
             durable::ReadOutcome::Found(b) => b,
             durable::ReadOutcome::Missing => Vec::new(),
@@ -811,9 +1013,17 @@ impl AuditLog {
                 return before_settling();
             }
         }
-        let mut next = last.as_ref().map_or(1, |(seq, _)| seq + 1);
+        let (mut next, mut prev_hash) = match &last {
+            Some((seq, hash)) => (seq + 1, hash.clone()),
+            None => (1, GENESIS_HASH.to_string()),
+        };
         let mut missing = Vec::new();
         while let Some(line) = carried.get(&next) {
+            // Carried entries extend the chain only where they link to it.
+            match serde_json::from_str::<AuditEntry>(line) {
+                Ok(entry) if entry.prev_hash == prev_hash => prev_hash = entry.hash,
+                _ => break,
+            }
             missing.extend_from_slice(line.as_bytes());
             missing.push(b'\n');
             next += 1;

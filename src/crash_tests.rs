@@ -181,14 +181,65 @@ fn old_or_new(
     Ok(())
 }
 
+/// Every generation `wf` went through has exactly one audit entry, and
+/// none that it did not go through: a change and its entry survive a crash
+/// together or not at all.
+fn one_entry_per_generation(s: &Store) -> Result<(), String> {
+    one_entry_per_generation_of(s, "wf")
+}
+
+fn one_entry_per_generation_of(s: &Store, workflow: &str) -> Result<(), String> {
+    let current = generation_and_n(s, workflow)?.map_or(0, |(generation, _)| generation);
+    let entries = s
+        .audit()
+        .and_then(|a| a.read(None, None))
+        .map_err(|e| format!("audit unreadable: {e}"))?;
+    let mut generations: Vec<u64> = entries
+        .iter()
+        .filter(|e| e.event.starts_with("state_") && e.data["workflow"] == workflow)
+        .filter_map(|e| e.data["generation"].as_u64())
+        .collect();
+    generations.sort_unstable();
+    if generations != (1..=current).collect::<Vec<_>>() {
+        return Err(format!(
+            "{workflow} at generation {current}, but audit entries for generations {generations:?}"
+        ));
+    }
+    Ok(())
+}
+
 #[test]
 fn a_first_save_survives_every_crash_as_absent_or_whole() {
     let e = scenario(
         |_| {},
         workflow_at_generation_1,
-        |_, s, ack| old_or_new(s, None, (1, 1), ack),
+        |_, s, ack| {
+            old_or_new(s, None, (1, 1), ack)?;
+            one_entry_per_generation(s)
+        },
     );
-    assert_clean("first state save", &e);
+    assert_clean("first state save (base + audit intent)", &e);
+}
+
+#[test]
+fn an_intent_replaces_the_previous_one_only_once_that_entry_is_durable() {
+    // Two base replacements in a row: the second intent overwrites the
+    // first, whose entry must by then be durable in the audit log itself.
+    // (The audit log exists already, so entries are appended unsynced.)
+    let e = scenario(
+        |s| {
+            s.audit().unwrap().append("probe", json!({})).unwrap();
+        },
+        |s| {
+            s.save("wf", json!({"n": 1}), None).unwrap();
+            s.save("wf2", json!({"n": 1}), None).unwrap();
+        },
+        |_, s, _| {
+            one_entry_per_generation_of(s, "wf")?;
+            one_entry_per_generation_of(s, "wf2")
+        },
+    );
+    assert_clean("two first saves (two audit intents)", &e);
 }
 
 #[test]
@@ -212,9 +263,12 @@ fn a_large_save_from_text_survives_every_crash_as_old_or_new() {
         |s| {
             s.save_json("wf", &text, Some(1)).unwrap();
         },
-        |_, s, ack| old_or_new(s, Some((1, 1)), (2, 2), ack),
+        |_, s, ack| {
+            old_or_new(s, Some((1, 1)), (2, 2), ack)?;
+            one_entry_per_generation(s)
+        },
     );
-    assert_clean("state save from text", &e);
+    assert_clean("state save from text (base + audit intent)", &e);
 }
 
 #[test]
@@ -222,7 +276,10 @@ fn an_update_survives_every_crash_and_its_audit_entry_with_it() {
     let e = scenario(
         workflow_at_generation_1,
         |s| set_n(s, 2),
-        |_, s, ack| update_and_its_entry(s, ack),
+        |_, s, ack| {
+            update_and_its_entry(s, ack)?;
+            one_entry_per_generation(s)
+        },
     );
     assert_clean("state update + audit entry in the state log", &e);
 }
@@ -470,6 +527,89 @@ fn an_entry_a_dead_writer_did_not_copy_is_recovered_at_the_next_open() {
     eprintln!("kill recovery: {recovered} dead writers' audit entries recovered at the next open");
 }
 
+/// The same for changes that replace the base (a first generation, a
+/// document too large for the log): a writer that dies after its rename
+/// but before copying its entry leaves the entry in the audit intent, and
+/// one that dies before its rename leaves an intent that never counts.
+#[test]
+fn a_base_replacement_is_audited_once_whichever_side_of_its_rename_the_writer_dies() {
+    let large = format!(r#"{{"n": 2, "pad": "{}"}}"#, "x".repeat(1 << 20));
+    type Change = Box<dyn Fn(&Store) -> crate::Result<()>>;
+    let changes: [(&str, Option<u64>, Change); 2] = [
+        (
+            "first save",
+            None,
+            Box::new(|s: &Store| s.save("wf", json!({"n": 1}), None).map(drop)),
+        ),
+        (
+            "large save",
+            Some(1),
+            Box::new(move |s: &Store| s.save_json("wf", &large, Some(1)).map(drop)),
+        ),
+    ];
+    let mut checked = 0;
+    for (what, before, change) in &changes {
+        // Where the writes of the change go, from a run without faults.
+        let (_dir, _root, store) = new_store();
+        if before.is_some() {
+            workflow_at_generation_1(&store);
+        }
+        let (result, trace) = traced(|| change(&store));
+        result.unwrap();
+        let writes: Vec<PathBuf> = trace
+            .iter()
+            .filter_map(|o| match o {
+                sim::Op::Write { path, .. } => Some(path.clone()),
+                _ => None,
+            })
+            .collect();
+        let copy = writes
+            .iter()
+            .rposition(|p| p.to_string_lossy().contains("audit.jsonl"))
+            .expect("the entry is copied into the audit log");
+        let base = writes
+            .iter()
+            .position(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().contains("wf.json"))
+            })
+            .expect("the base is written");
+        // Failing a write stops the writer there, as its death would; the
+        // unsynced writes before it stay, as they do after a kill.
+        for (nth, dies_after_rename) in [(base, false), (copy, true)] {
+            let (_dir, root, store) = new_store();
+            if before.is_some() {
+                workflow_at_generation_1(&store);
+            }
+            sim::inject(Some(Fault::WriteEnospc { nth }));
+            let result = change(&store);
+            sim::inject(None);
+            let err = result.expect_err("the injected fault is reported");
+            let reopened = open(&root).unwrap();
+            let generation = reopened.load("wf").map_or(0, |d| d.generation);
+            let expected = before.unwrap_or(0) + u64::from(dies_after_rename);
+            assert_eq!(generation, expected, "{what}, write {nth} failed: {err}");
+            if dies_after_rename {
+                assert!(err.to_string().contains("was saved"), "{what}: {err}");
+            }
+            one_entry_per_generation(&reopened).unwrap_or_else(|why| panic!("{what}: {why}"));
+            // The next writer, in the same process, appends after it.
+            reopened
+                .update("wf", |d| {
+                    d["n"] = 9.into();
+                    Ok(())
+                })
+                .unwrap();
+            one_entry_per_generation(&reopened).unwrap_or_else(|why| panic!("{what}: {why}"));
+            assert!(recovery_problems(&reopened, true).is_empty(), "{what}");
+            checked += 1;
+        }
+    }
+    eprintln!(
+        "kill recovery: {checked} base replacements cut short, each audited once or not at all"
+    );
+}
+
 fn checkpoint(s: &Store, message: &str) -> String {
     s.create_checkpoint(NewCheckpoint {
         workflow: "wf".into(),
@@ -478,6 +618,31 @@ fn checkpoint(s: &Store, message: &str) -> String {
     })
     .unwrap()
     .id
+}
+
+/// The `event` entries of the audit log, oldest first.
+fn entries_of(s: &Store, event: &str) -> Result<Vec<crate::audit::AuditEntry>, String> {
+    s.audit()
+        .and_then(|a| a.read(Some(event), None))
+        .map_err(|e| format!("audit unreadable: {e}"))
+}
+
+/// Every checkpoint of `wf` that exists has exactly one creation entry, and
+/// none that does not exist has one.
+fn one_entry_per_checkpoint(s: &Store) -> Result<(), String> {
+    let mut audited: Vec<String> = entries_of(s, "checkpoint_create")?
+        .iter()
+        .filter_map(|e| e.data["id"].as_str().map(str::to_string))
+        .collect();
+    let mut ids = listed(s)?;
+    audited.sort();
+    ids.sort();
+    if audited != ids {
+        return Err(format!(
+            "checkpoints {ids:?}, but creation entries for {audited:?}"
+        ));
+    }
+    Ok(())
 }
 
 /// Every listed checkpoint verifies; returns the ids, newest first.
@@ -544,10 +709,35 @@ fn checkpoint_creation_is_whole_or_absent_after_every_crash() {
                     ids.first()
                 ));
             }
-            Ok(())
+            one_entry_per_checkpoint(s)
         },
     );
     assert_clean("checkpoint create (with index append and audit append)", &e);
+}
+
+#[test]
+fn a_checkpoint_too_large_for_the_journal_is_whole_or_absent_and_audited_with_it() {
+    // Over the journal's record limit: published as its own file, its
+    // entry carried by the audit intent.
+    let e = scenario(
+        workflow_at_generation_1,
+        |s| {
+            s.create_checkpoint(NewCheckpoint {
+                workflow: "wf".into(),
+                message: Some("x".repeat(100 * 1024)),
+                ..NewCheckpoint::default()
+            })
+            .unwrap();
+        },
+        |_, s, ack| {
+            let ids = listed(s)?;
+            if ack && ids.len() != 1 || ids.len() > 1 {
+                return Err(format!("checkpoints after crash: {ids:?} (ack {ack})"));
+            }
+            one_entry_per_checkpoint(s)
+        },
+    );
+    assert_clean("large checkpoint create (file + index + audit intent)", &e);
 }
 
 #[test]
@@ -615,7 +805,7 @@ fn a_prune_never_loses_the_latest_or_leaves_a_partial_checkpoint() {
                 })
                 .unwrap();
         },
-        |_, s, ack| {
+        |root, s, ack| {
             let now = listed(s)?;
             let newest = ids.borrow()[2].clone();
             if now.first() != Some(&newest) {
@@ -623,6 +813,16 @@ fn a_prune_never_loses_the_latest_or_leaves_a_partial_checkpoint() {
             }
             if ack && now.len() != 1 {
                 return Err(format!("acknowledged prune not durable: {now:?}"));
+            }
+            // Audited once if any file is gone, else not at all.
+            let removed = ids.borrow()[..2]
+                .iter()
+                .any(|id| !root.join(format!("checkpoints/wf/{id}.json")).exists());
+            let entries = entries_of(s, "checkpoint_prune")?.len();
+            if entries != usize::from(removed) {
+                return Err(format!(
+                    "{entries} prune entries, with files removed: {removed}"
+                ));
             }
             Ok(())
         },

@@ -10,7 +10,7 @@
 //! Every write goes through `durable`; every state write happens under the
 //! workflow's exclusive lock.
 
-use crate::audit::{AuditLog, AuditTrail, Carrier};
+use crate::audit::{AuditLog, AuditTrail, Carrier, Evidence};
 use crate::checkpoint::CheckpointBackend;
 use crate::checkpoint::files::FileCheckpoints;
 use crate::clock;
@@ -284,9 +284,12 @@ impl FileBackend {
         // record is built from it.
         let line = doc.to_line();
         if !current.base_exists || line.len() as u64 >= limit {
-            let doc = self.write_base(workflow, doc)?;
-            let generation = doc.generation;
-            return self.audited(doc, (workflow, generation), event, audit_data);
+            self.write_base_audited(
+                (workflow, doc.generation, &doc.checksum),
+                (event, audit_data),
+                |out| doc.write_to(out),
+            )?;
+            return Ok(doc);
         }
         // One fsync makes the new generation and its audit entry durable
         // together: the record carries the entry (see `audit`).
@@ -435,26 +438,38 @@ impl FileBackend {
         self.write_next(workflow, current, origin, data, (event, audit_data))
     }
 
-    /// Appends the audit entry for a state change just written, still under
-    /// the workflow's lock so the log orders a workflow's generations as
-    /// they happened. The change is durable already; if the append fails the
-    /// error says so rather than pretend nothing happened.
-    fn audited<T>(
+    /// Replaces the base with what `write` writes, a change audited by
+    /// `event`. A rename cannot carry the entry as a log record does, so
+    /// the audit log makes the entry durable first as its intent and counts
+    /// it once this base is in place (see "Entries carried by state logs"
+    /// in `audit`). Runs under the workflow's lock, so the audit log orders
+    /// a workflow's generations as they happened.
+    fn write_base_audited(
         &self,
-        saved: T,
-        (workflow, generation): (&str, u64),
-        event: &str,
-        data: Value,
-    ) -> Result<T> {
-        match self.audit.append(event, data) {
-            Ok(_) => Ok(saved),
-            Err(e) => Err(unaudited(
+        (workflow, generation, checksum): (&str, u64, &str),
+        (event, audit_data): (&str, Value),
+        write: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+    ) -> Result<()> {
+        let evidence = Evidence::Base {
+            workflow: workflow.to_string(),
+            generation,
+            checksum: checksum.to_string(),
+        };
+        let ((), entry) = self
+            .audit
+            .append_with_intent(evidence, event, audit_data, || {
+                self.write_base_with(workflow, write)
+            })?;
+        entry.map(drop).map_err(|e| {
+            unaudited(
                 e,
                 &format!(
-                    "workflow {workflow:?} generation {generation} was saved, but its audit entry was not written"
+                    "workflow {workflow:?} generation {generation} was saved, but its audit entry \
+                     was not written yet (it is recovered from the audit intent when the store is \
+                     next opened)"
                 ),
-            )),
-        }
+            )
+        })
     }
 }
 
@@ -562,12 +577,11 @@ impl Backend for FileBackend {
         expect_generation(workflow, expected_generation, generation)?;
         let sealed = StateDoc::seal_text(workflow, generation + 1, clock::now_rfc3339(), json)
             .map_err(crate::store::not_json)?;
-        self.write_base_with(workflow, |out| sealed.write_to(out))?;
         let saved = SavedVersion {
-            workflow: sealed.workflow,
+            workflow: sealed.workflow.clone(),
             generation: sealed.generation,
-            updated_at: sealed.updated_at,
-            checksum: sealed.checksum,
+            updated_at: sealed.updated_at.clone(),
+            checksum: sealed.checksum.clone(),
         };
         let audit_data = serde_json::json!({
             "expected_generation": expected_generation,
@@ -575,8 +589,12 @@ impl Backend for FileBackend {
             "generation": saved.generation,
             "checksum": saved.checksum,
         });
-        let generation = saved.generation;
-        self.audited(saved, (workflow, generation), "state_save", audit_data)
+        self.write_base_audited(
+            (workflow, saved.generation, &saved.checksum),
+            ("state_save", audit_data),
+            |out| sealed.write_to(out),
+        )?;
+        Ok(saved)
     }
 
     fn checkpoints(&self) -> Option<&dyn CheckpointBackend> {

@@ -1,5 +1,6 @@
-//! Kill -9 torture: a process looping state updates, checkpoint creates and
-//! audit appends is SIGKILLed at random moments, again and again. After
+//! Kill -9 torture: a process looping state updates, checkpoint creates,
+//! first saves of new workflows and audit appends is SIGKILLed at random
+//! moments, again and again. After
 //! every kill the store must be healthy and the counter must be the last
 //! acknowledged value or one more.
 //!
@@ -41,6 +42,13 @@ fn torture_child() {
                     workflow: "counter".into(),
                     ..NewCheckpoint::default()
                 })
+                .unwrap();
+        }
+        if i.is_multiple_of(5) {
+            // A first generation replaces no log record: it is committed by
+            // a rename, with its audit entry in the intent.
+            store
+                .save(&format!("fresh-{i}"), serde_json::json!({"i": i}), None)
                 .unwrap();
         }
         if i.is_multiple_of(2) {
@@ -115,7 +123,7 @@ fn sigkill_at_random_moments_never_leaves_an_unhealthy_store() {
         store.audit().unwrap().read(None, None).unwrap().len()
     );
     assert!(
-        chain.is_some_and(|c| c.stopped.is_none()),
+        chain.as_ref().is_some_and(|c| c.stopped.is_none()),
         "the checkpoint lineage is unbroken"
     );
     // Every generation the counter went through has exactly one audit
@@ -124,19 +132,49 @@ fn sigkill_at_random_moments_never_leaves_an_unhealthy_store() {
     // store was next opened).
     let audit = store.audit().unwrap();
     assert!(audit.verify().unwrap().valid, "the audit chain verifies");
-    let mut generations: Vec<u64> = audit
-        .read(Some("state_update"), None)
+    let state_entries: Vec<_> = audit
+        .read(None, None)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.event.starts_with("state_"))
+        .collect();
+    let workflows = store.list_workflows().unwrap();
+    assert!(workflows.len() > 1, "first saves were made: {workflows:?}");
+    for workflow in &workflows {
+        let mut generations: Vec<u64> = state_entries
+            .iter()
+            .filter(|e| e.data["workflow"] == workflow.as_str())
+            .map(|e| e.data["generation"].as_u64().unwrap())
+            .collect();
+        generations.sort_unstable();
+        let current = store.load(workflow).unwrap().generation;
+        assert_eq!(
+            generations,
+            (1..=current).collect::<Vec<_>>(),
+            "{workflow}: one audit entry per generation"
+        );
+    }
+    // No entry for a workflow that does not exist (a first save that never
+    // happened).
+    for entry in &state_entries {
+        let workflow = entry.data["workflow"].as_str().unwrap();
+        assert!(
+            workflows.iter().any(|w| w == workflow),
+            "entry for {workflow}, which does not exist"
+        );
+    }
+    // And every checkpoint has exactly one creation entry, none more.
+    let mut created: Vec<String> = audit
+        .read(Some("checkpoint_create"), None)
         .unwrap()
         .iter()
-        .filter(|e| e.data["workflow"] == "counter")
-        .map(|e| e.data["generation"].as_u64().unwrap())
+        .map(|e| e.data["id"].as_str().unwrap().to_string())
         .collect();
-    generations.sort_unstable();
-    let current = store.load("counter").unwrap().generation;
-    assert_eq!(
-        generations,
-        (1..=current).collect::<Vec<_>>(),
-        "one audit entry per generation"
-    );
+    let mut lineage: Vec<String> = chain
+        .map(|c| c.links.into_iter().map(|l| l.id).collect())
+        .unwrap_or_default();
+    created.sort();
+    lineage.sort();
+    assert_eq!(created, lineage, "one audit entry per checkpoint");
     assert!(last_ack > kills as u64 / 4, "the loop made progress");
 }

@@ -33,7 +33,7 @@ use super::{
     ListEntry, ListQuery, NewCheckpoint, ParentChoice, PrunePolicy, Pruned, StateSnapshot,
     validate_id,
 };
-use crate::audit::{AuditLog, Carrier};
+use crate::audit::{AuditLog, Carrier, Evidence};
 use crate::clock;
 use crate::durable::{self, FileId, ReadOutcome};
 use crate::error::{Error, Result};
@@ -431,27 +431,32 @@ impl FileCheckpoints {
             .iter()
             .map(|r| dir.join(format!("{}.json", r.id)))
             .collect();
-        durable::remove_files(&dir, &paths)?;
-        let mut bytes = index::header().to_vec();
-        for r in &kept {
-            bytes.extend_from_slice(&r.encode());
-        }
-        durable::replace_file_with_bytes(&dir.join(INDEX_FILE), &bytes)?;
-        let ids: Vec<&str> = pruned.iter().map(|p| p.id.as_str()).collect();
-        self.audit
-            .append(
-                "checkpoint_prune",
-                serde_json::json!({"workflow": workflow, "ids": ids}),
+        let ids: Vec<String> = pruned.iter().map(|p| p.id.clone()).collect();
+        let evidence = Evidence::CheckpointsRemoved {
+            workflow: workflow.to_string(),
+            ids: ids.clone(),
+        };
+        let data = serde_json::json!({"workflow": workflow, "ids": ids});
+        let ((), entry) =
+            self.audit
+                .append_with_intent(evidence, "checkpoint_prune", data, || {
+                    durable::remove_files(&dir, &paths)?;
+                    let mut bytes = index::header().to_vec();
+                    for r in &kept {
+                        bytes.extend_from_slice(&r.encode());
+                    }
+                    durable::replace_file_with_bytes(&dir.join(INDEX_FILE), &bytes)
+                })?;
+        entry.map_err(|e| {
+            unaudited(
+                e,
+                &format!(
+                    "{} checkpoint(s) were pruned, but the audit entry was not written yet (it is \
+                     recovered from the audit intent when the store is next opened)",
+                    ids.len()
+                ),
             )
-            .map_err(|e| {
-                unaudited(
-                    e,
-                    &format!(
-                        "{} checkpoint(s) were pruned, but the audit entry was not written",
-                        ids.len()
-                    ),
-                )
-            })?;
+        })?;
         Ok(pruned)
     }
 }
@@ -863,21 +868,29 @@ impl CheckpointBackend for FileCheckpoints {
                 (known, journal_append_at),
             );
         }
-        durable::publish_file(&self.file_of(&workflow, &id)?, &bytes, || {
-            durable::append(&index_path, &record.encode())
-        })?;
-        self.audit
-            .append(
-                "checkpoint_create",
-                serde_json::json!({"workflow": workflow, "id": id, "parent": checkpoint.parent,
-                                   "checksum": checkpoint.checksum}),
+        let evidence = Evidence::CheckpointFile {
+            workflow: workflow.clone(),
+            id: id.clone(),
+        };
+        let data = serde_json::json!({"workflow": workflow, "id": id,
+            "parent": checkpoint.parent, "checksum": checkpoint.checksum});
+        let file = self.file_of(&workflow, &id)?;
+        let ((), entry) =
+            self.audit
+                .append_with_intent(evidence, "checkpoint_create", data, || {
+                    durable::publish_file(&file, &bytes, || {
+                        durable::append(&index_path, &record.encode())
+                    })
+                })?;
+        entry.map_err(|e| {
+            unaudited(
+                e,
+                &format!(
+                    "checkpoint {id} was created, but its audit entry was not written yet (it is \
+                     recovered from the audit intent when the store is next opened)"
+                ),
             )
-            .map_err(|e| {
-                unaudited(
-                    e,
-                    &format!("checkpoint {id} was created, but its audit entry was not written"),
-                )
-            })?;
+        })?;
         Ok(checkpoint)
     }
 
