@@ -126,6 +126,13 @@ fn run(config: &Config) -> Map<String, Value> {
     put("update_syncs", syncs);
     put("sqlite_update_per_s", sqlite_1);
     put("update_vs_sqlite", file_1 / sqlite_1);
+    // The same updates where a sync costs next to nothing (tmpfs): what
+    // each does besides waiting for the disk (BENCHMARKS.md, "What bounds
+    // update_vs_sqlite").
+    if let Some((ours_us, sqlite_us)) = updates_in_memory_us(n) {
+        put("update_us_tmpfs", ours_us);
+        put("sqlite_update_us_tmpfs", sqlite_us);
+    }
     let per_proc = scale(250, 75);
     put(
         "update_per_s_4proc",
@@ -400,6 +407,27 @@ fn interleaved_updates(store: &Store, sqlite: &SqliteBaseline, n: usize) -> (f64
         total / theirs.as_secs_f64(),
         (durable::syncs_so_far() - syncs_before) as f64 / total,
     )
+}
+
+/// `interleaved_updates` in a scratch folder on tmpfs (`/dev/shm`), as
+/// microseconds per update (wfstate, SQLite); `None` without tmpfs.
+fn updates_in_memory_us(n: usize) -> Option<(f64, f64)> {
+    let shm = Path::new("/dev/shm");
+    if !shm.is_dir() {
+        return None;
+    }
+    let dir = shm.join(format!("wfstate-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).ok()?;
+    let (store, _) = Store::init(&dir.join("store"), StoreOptions::default()).unwrap();
+    store
+        .save(WORKFLOW, json!({"n": 0, "pad": "x".repeat(1000)}), None)
+        .unwrap();
+    let sqlite = SqliteBaseline::open(&dir);
+    let (ours, theirs, _) = interleaved_updates(&store, &sqlite, n);
+    drop((store, sqlite));
+    let _ = std::fs::remove_dir_all(&dir);
+    Some((1e6 / ours, 1e6 / theirs))
 }
 
 /// One durable append, then verification speed over a log of tens of MiB
