@@ -712,15 +712,17 @@ impl AuditLog {
         }
     }
 
+    /// Whether `evidence` holds. Evidence naming a file no valid name
+    /// leads to (not something this code writes) never holds.
     fn evidence_holds(&self, evidence: &Evidence) -> Result<bool> {
         use crate::name::validate_name;
-        validate_name(evidence.workflow())?;
-        let checkpoint_file = |workflow: &str, id: &str| -> Result<Option<PathBuf>> {
-            validate_name(id)?;
-            Ok(self
-                .checkpoint_root
-                .as_ref()
-                .map(|root| root.join(workflow).join(format!("{id}.json"))))
+        if validate_name(evidence.workflow()).is_err() {
+            return Ok(false);
+        }
+        let checkpoint_file = |workflow: &str, id: &str| -> Option<PathBuf> {
+            validate_name(id).ok()?;
+            let root = self.checkpoint_root.as_ref()?;
+            Some(root.join(workflow).join(format!("{id}.json")))
         };
         match evidence {
             Evidence::Base {
@@ -741,13 +743,13 @@ impl AuditLog {
                     durable::ReadOutcome::Missing => false,
                 })
             }
-            Evidence::CheckpointFile { workflow, id } => match checkpoint_file(workflow, id)? {
+            Evidence::CheckpointFile { workflow, id } => match checkpoint_file(workflow, id) {
                 Some(path) => durable::name_exists(&path),
                 None => Ok(false),
             },
             Evidence::CheckpointsRemoved { workflow, ids } => {
                 for id in ids {
-                    match checkpoint_file(workflow, id)? {
+                    match checkpoint_file(workflow, id) {
                         Some(path) if !durable::name_exists(&path)? => return Ok(true),
                         _ => {}
                     }
@@ -1564,5 +1566,66 @@ mod kept_file_tests {
         let last = store.audit().unwrap().read(None, Some(1)).unwrap();
         assert_eq!(last[0].seq, doc.generation);
         assert_eq!(pointer_seq(dir.path()), doc.generation);
+    }
+
+    /// An intent whose evidence names no valid file (not something this
+    /// code writes) counts for nothing and does not stop the store: the
+    /// next append takes the entry's place.
+    #[test]
+    fn an_intent_naming_a_hostile_path_is_ignored() {
+        use super::{AuditEntry, AuditLog, Carrier, Evidence, Intent, Pointer, chain_entries};
+        use crate::durable;
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = Store::init(dir.path(), StoreOptions::default()).unwrap();
+        store.save("wf", json!({"n": 0}), None).unwrap();
+        let have = store.audit().unwrap().read(None, None).unwrap().len() as u64;
+        let (entry, _) = chain_entries(
+            None,
+            vec![("state_save".to_string(), json!({"workflow": "../x"}))],
+            None,
+        )
+        .pop()
+        .unwrap();
+        let entry = AuditEntry {
+            seq: have + 1,
+            ..entry
+        };
+        let line = serde_json::to_string(&entry).unwrap();
+        for evidence in [
+            Evidence::Base {
+                workflow: "../x".into(),
+                generation: 1,
+                checksum: "sha256:00".into(),
+            },
+            Evidence::CheckpointsRemoved {
+                workflow: "wf".into(),
+                ids: vec!["../../state/wf".into()],
+            },
+        ] {
+            let intent = Intent {
+                evidence,
+                entry: line.clone(),
+            };
+            std::fs::write(
+                dir.path().join("audit.intent"),
+                serde_json::to_vec(&intent).unwrap(),
+            )
+            .unwrap();
+            std::fs::write(
+                dir.path().join("audit.pointer"),
+                AuditLog::pointer_bytes(&Pointer {
+                    boot: durable::boot_id(),
+                    seq: have + 1,
+                    workflow: Some("wf".into()),
+                    carrier: Some(Carrier::Intent),
+                }),
+            )
+            .unwrap();
+            let reopened = Store::open(dir.path(), StoreOptions::default()).unwrap();
+            reopened.save("wf", json!({"n": 1}), None).unwrap();
+            let entries = reopened.audit().unwrap().read(None, None).unwrap();
+            assert!(entries.iter().all(|e| e.data["workflow"] != "../x"));
+            assert!(reopened.audit().unwrap().verify().unwrap().valid);
+        }
     }
 }
