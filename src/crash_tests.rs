@@ -610,6 +610,81 @@ fn a_base_replacement_is_audited_once_whichever_side_of_its_rename_the_writer_di
     );
 }
 
+/// The same for the checkpoint changes that go through the audit intent:
+/// a prune and a checkpoint too large for the journal, whose writer dies
+/// after its commit but before copying its entry (simulated by failing
+/// that copy's write), are audited once at the next open.
+#[test]
+fn a_prune_or_large_checkpoint_whose_writer_dies_before_its_copy_is_audited_once() {
+    let prune = |s: &Store| {
+        s.checkpoints()
+            .unwrap()
+            .prune(&PrunePolicy {
+                keep_last: Some(1),
+                ..PrunePolicy::default()
+            })
+            .map(drop)
+    };
+    let large = |s: &Store| {
+        s.create_checkpoint(NewCheckpoint {
+            workflow: "wf".into(),
+            message: Some("x".repeat(100 * 1024)),
+            ..NewCheckpoint::default()
+        })
+        .map(drop)
+    };
+    let setup = |s: &Store| {
+        workflow_at_generation_1(s);
+        for m in ["a", "b", "c"] {
+            checkpoint(s, m);
+        }
+    };
+    type Change<'a> = &'a dyn Fn(&Store) -> crate::Result<()>;
+    let cases: [(&str, Change, &str); 2] = [
+        ("prune", &prune, "checkpoint_prune"),
+        ("large checkpoint", &large, "checkpoint_create"),
+    ];
+    for (what, change, event) in cases {
+        let (_dir, _root, twin) = new_store();
+        setup(&twin);
+        let before = entries_of(&twin, event).unwrap().len();
+        let (result, trace) = traced(|| change(&twin));
+        result.unwrap();
+        let writes: Vec<PathBuf> = trace
+            .iter()
+            .filter_map(|o| match o {
+                sim::Op::Write { path, .. } => Some(path.clone()),
+                _ => None,
+            })
+            .collect();
+        let copy = writes
+            .iter()
+            .rposition(|p| p.to_string_lossy().contains("audit.jsonl"))
+            .expect("the entry is copied into the audit log");
+        let (_dir, root, store) = new_store();
+        setup(&store);
+        sim::inject(Some(Fault::WriteEnospc { nth: copy }));
+        let result = change(&store);
+        sim::inject(None);
+        let err = result.expect_err("the failed copy is reported");
+        assert!(
+            err.to_string().contains("recovered from the audit intent"),
+            "{what}: {err}"
+        );
+        let reopened = open(&root).unwrap();
+        let after = entries_of(&reopened, event).unwrap().len();
+        assert_eq!(
+            after,
+            before + 1,
+            "{what}: audited once after the next open"
+        );
+        if event == "checkpoint_create" {
+            one_entry_per_checkpoint(&reopened).unwrap_or_else(|why| panic!("{what}: {why}"));
+        }
+        assert!(recovery_problems(&reopened, true).is_empty(), "{what}");
+    }
+}
+
 fn checkpoint(s: &Store, message: &str) -> String {
     s.create_checkpoint(NewCheckpoint {
         workflow: "wf".into(),
