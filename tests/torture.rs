@@ -5,8 +5,8 @@
 //! acknowledged value or one more.
 //!
 //! CI runs 300 kills. Longer: `WFSTATE_TEST_TORTURE_KILLS=1000 cargo test
-//! --release --test torture -- --nocapture` (20 minutes or more: every round
-//! runs a full health check of a store that keeps growing).
+//! --release --test torture -- --nocapture` (2 minutes here on 2026-11-27;
+//! every round runs a full health check of a store that keeps growing).
 
 mod common;
 
