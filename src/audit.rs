@@ -697,8 +697,10 @@ impl AuditLog {
             durable::ReadOutcome::Found(bytes) => bytes,
             durable::ReadOutcome::Missing => return Ok(None),
         };
-        // Written by `replace_file`, so whole or absent; anything else is
-        // not ours and counts for nothing (health reports what it finds).
+        // Written by `replace_file`, so whole or absent. A file that does
+        // not parse was not written by this code and counts for nothing:
+        // if a change of a dead writer stood behind it, that change stays
+        // without its entry.
         let Ok(intent) = serde_json::from_slice::<Intent>(&bytes) else {
             return Ok(None);
         };

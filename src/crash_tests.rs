@@ -468,6 +468,27 @@ fn the_harness_catches_an_open_that_does_not_recover_audit_entries() {
     );
 }
 
+/// The files a traced operation wrote to, one per write, in order (the
+/// `nth` that `Fault::WriteEnospc` counts).
+fn written_paths(trace: &[sim::Op]) -> Vec<PathBuf> {
+    trace
+        .iter()
+        .filter_map(|o| match o {
+            sim::Op::Write { path, .. } => Some(path.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Which of `writes` copies the operation's entry into the audit log: the
+/// last write to it (or to the temp file that creates it).
+fn audit_copy(writes: &[PathBuf]) -> usize {
+    writes
+        .iter()
+        .rposition(|p| p.to_string_lossy().contains("audit.jsonl"))
+        .expect("the entry is copied into the audit log")
+}
+
 /// A writer that dies after its state record is durable but before it
 /// copied the entry into the audit log (simulated by failing that write:
 /// the process's state afterwards is the same) loses nothing: the next open
@@ -492,13 +513,7 @@ fn an_entry_a_dead_writer_did_not_copy_is_recovered_at_the_next_open() {
         });
         sim::inject(None);
         // The third write of this update is the copy into the audit log.
-        let third = trace
-            .iter()
-            .filter_map(|o| match o {
-                sim::Op::Write { path, .. } => Some(path.clone()),
-                _ => None,
-            })
-            .nth(2);
+        let third = written_paths(&trace).into_iter().nth(2);
         assert!(
             third.as_ref().is_none_or(|p| p.ends_with("audit.jsonl")),
             "{fault:?}: the third write was {third:?}"
@@ -556,17 +571,8 @@ fn a_base_replacement_is_audited_once_whichever_side_of_its_rename_the_writer_di
         }
         let (result, trace) = traced(|| change(&store));
         result.unwrap();
-        let writes: Vec<PathBuf> = trace
-            .iter()
-            .filter_map(|o| match o {
-                sim::Op::Write { path, .. } => Some(path.clone()),
-                _ => None,
-            })
-            .collect();
-        let copy = writes
-            .iter()
-            .rposition(|p| p.to_string_lossy().contains("audit.jsonl"))
-            .expect("the entry is copied into the audit log");
+        let writes = written_paths(&trace);
+        let copy = audit_copy(&writes);
         let base = writes
             .iter()
             .position(|p| {
@@ -650,17 +656,8 @@ fn a_prune_or_large_checkpoint_whose_writer_dies_before_its_copy_is_audited_once
         let before = entries_of(&twin, event).unwrap().len();
         let (result, trace) = traced(|| change(&twin));
         result.unwrap();
-        let writes: Vec<PathBuf> = trace
-            .iter()
-            .filter_map(|o| match o {
-                sim::Op::Write { path, .. } => Some(path.clone()),
-                _ => None,
-            })
-            .collect();
-        let copy = writes
-            .iter()
-            .rposition(|p| p.to_string_lossy().contains("audit.jsonl"))
-            .expect("the entry is copied into the audit log");
+        let writes = written_paths(&trace);
+        let copy = audit_copy(&writes);
         let (_dir, root, store) = new_store();
         setup(&store);
         sim::inject(Some(Fault::WriteEnospc { nth: copy }));
