@@ -71,7 +71,17 @@ enum DataFate {
     Zeroed,
     /// The first `n` blocks of the unsynced region kept, the rest lost.
     BlockPrefix(usize),
+    /// Each unsynced write kept whole (its bit in the mask set) or lost,
+    /// independently of the others: the page cache writes pages back in
+    /// no particular order, so a later write can reach the disk without
+    /// an earlier one.
+    Subset(u32),
 }
+
+/// Up to this many unsynced writes to one file, every subset of them is
+/// a crash state too (`DataFate::Subset`); beyond it, only the fates that
+/// keep them in order.
+const SUBSET_WRITES: usize = 6;
 
 struct MetaOp {
     index: usize,
@@ -242,27 +252,40 @@ impl Prepared {
                 }
                 apply_writes(&base, &partial, false)
             }
+            DataFate::Subset(mask) => {
+                let kept: Vec<_> = pending
+                    .into_iter()
+                    .enumerate()
+                    .filter(|(n, _)| mask & (1 << n) != 0)
+                    .map(|(_, write)| write)
+                    .collect();
+                apply_writes(&base, &kept, false)
+            }
         }
     }
 
-    fn pending_bytes(&self, ino: Ino, k: usize) -> usize {
+    /// The unsynced writes of `ino` after `k` ops: (how many, bytes).
+    fn pending(&self, ino: Ino, k: usize) -> (usize, usize) {
         let synced_until = self.synced_until(ino, k);
-        self.writes.get(&ino).map_or(0, |w| {
+        self.writes.get(&ino).map_or((0, 0), |w| {
             w.iter()
                 .filter(|(i, _, _)| *i < k && synced_until.is_none_or(|f| *i >= f))
-                .map(|(_, _, d)| d.len())
-                .sum()
+                .fold((0, 0), |(n, bytes), (_, _, d)| (n + 1, bytes + d.len()))
         })
     }
 
     fn fates(&self, ino: Ino, k: usize) -> Vec<DataFate> {
-        let pending = self.pending_bytes(ino, k);
+        let (writes, pending) = self.pending(ino, k);
         if pending == 0 {
             return vec![DataFate::Kept];
         }
         let mut fates = vec![DataFate::Lost, DataFate::Kept, DataFate::Zeroed];
         for blocks in 1..pending.div_ceil(BLOCK) {
             fates.push(DataFate::BlockPrefix(blocks));
+        }
+        if (2..=SUBSET_WRITES).contains(&writes) {
+            // All but none and all, which are `Lost` and `Kept`.
+            fates.extend((1..(1u32 << writes) - 1).map(DataFate::Subset));
         }
         fates
     }
@@ -454,4 +477,50 @@ pub fn traced<T>(op: impl FnOnce() -> T) -> (T, Vec<Op>) {
     sim::start_trace();
     let out = op();
     (out, sim::take_trace())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_later_unsynced_write_can_survive_without_an_earlier_one() {
+        // Two unsynced writes to one file, at different places: the page
+        // cache may write back the second and not the first, so that state
+        // must be among the crash states, as must the reverse.
+        let root = Path::new("/store");
+        let path = root.join("f");
+        let initial = Tree {
+            dirs: BTreeSet::new(),
+            files: BTreeMap::from([(PathBuf::from("f"), vec![0u8; 8])]),
+        };
+        let trace = vec![
+            Op::Write {
+                path: path.clone(),
+                offset: 0,
+                data: b"AA".to_vec(),
+            },
+            Op::Write {
+                path,
+                offset: 4,
+                data: b"BB".to_vec(),
+            },
+        ];
+        let p = prepare(&initial, root, &trace);
+        let contents: Vec<Vec<u8>> = crash_states(&p, &initial, trace.len(), 1)
+            .into_iter()
+            .map(|tree| tree.files[Path::new("f")].clone())
+            .collect();
+        for expected in [
+            b"\0\0\0\0BB\0\0".to_vec(),
+            b"AA\0\0\0\0\0\0".to_vec(),
+            b"AA\0\0BB\0\0".to_vec(),
+            vec![0u8; 8],
+        ] {
+            assert!(
+                contents.contains(&expected),
+                "missing crash state {expected:?} among {contents:?}"
+            );
+        }
+    }
 }

@@ -699,6 +699,23 @@ fn try_acquire(id: &LockId, mode: LockMode, purpose: Option<&str>) -> Result<Opt
     }
 }
 
+/// Waits for the lock as long as its holder keeps it (`acquire` without a
+/// deadline or a notice).
+fn acquire_blocking(id: &LockId, mode: LockMode, purpose: Option<&str>) -> Result<LockGuard> {
+    loop {
+        let (file, file_id, was_idle) = lock_file(id)?;
+        let locked = match mode {
+            LockMode::Shared => file.lock_shared(),
+            LockMode::Exclusive => file.lock(),
+        };
+        locked.map_err(|e| Error::io("flock", &id.path, e))?;
+        if was_idle && !still_named(id, file_id)? {
+            continue; // the name now refers to another file: lock that one
+        }
+        return take_ownership(id, mode, (file, file_id), purpose);
+    }
+}
+
 fn acquire(
     id: &LockId,
     mode: LockMode,
@@ -709,6 +726,12 @@ fn acquire(
     let started = Instant::now();
     if let Some(guard) = try_acquire(id, mode, purpose)? {
         return Ok(guard);
+    }
+    if timeout.is_none() && notice.is_none() {
+        // Nothing to do while waiting: block in this thread. (A helper
+        // thread per wait, below, cost more than a whole handoff when
+        // several processes take turns with one lock.)
+        return acquire_blocking(id, mode, purpose);
     }
     // Opened afresh (not an idle descriptor): on timeout it is abandoned to
     // the helper below, and must never be reused.
@@ -917,6 +940,43 @@ mod tests {
         std::thread::sleep(Duration::from_millis(50));
         drop(held);
         assert!(waiter.join().unwrap());
+    }
+
+    #[test]
+    fn a_waiter_without_a_deadline_blocks_until_the_release_not_before() {
+        // No timeout and no notice: the wait blocks in the caller's own
+        // thread (`acquire_blocking`). The holder drops the lock only after
+        // noting the time; the waiter must get it after that, in either mode.
+        for mode in [LockMode::Exclusive, LockMode::Shared] {
+            let (_dir, mgr) = manager();
+            let held = mgr.exclusive("res", None).unwrap();
+            let mgr2 = mgr.clone();
+            let waiter = std::thread::spawn(move || {
+                let guard = match mode {
+                    LockMode::Exclusive => mgr2.exclusive("res", None),
+                    LockMode::Shared => mgr2.shared("res", None),
+                }
+                .unwrap();
+                let got_it = Instant::now();
+                // While the waiter holds it, nobody else may take it exclusively.
+                let other = mgr2.clone();
+                let excluded =
+                    std::thread::spawn(move || other.try_exclusive("res").unwrap().is_none())
+                        .join()
+                        .unwrap();
+                drop(guard);
+                (got_it, excluded)
+            });
+            std::thread::sleep(Duration::from_millis(50));
+            let released = Instant::now();
+            drop(held);
+            let (got_it, excluded) = waiter.join().unwrap();
+            assert!(
+                got_it >= released,
+                "{mode:?} waiter got the lock before its release"
+            );
+            assert!(excluded, "{mode:?} waiter's hold did not exclude a writer");
+        }
     }
 
     #[test]
