@@ -690,6 +690,47 @@ impl AuditLog {
         durable::replace_file_with_bytes(&self.intent_path(), &bytes)
     }
 
+    /// What is wrong with `audit.intent`, if it is there and is not an
+    /// intent this code wrote (which is whole or absent: `replace_file`).
+    /// Such a file counts for nothing (`committed_intent`), so a change
+    /// a dead writer made behind it would have no entry: `health` reports
+    /// it and `--repair` moves it aside.
+    pub(crate) fn intent_problem(&self) -> Result<Option<String>> {
+        let path = self.intent_path();
+        let bytes = match durable::read_file(&path, MAX_INTENT_BYTES) {
+            Ok(durable::ReadOutcome::Found(bytes)) => bytes,
+            Ok(durable::ReadOutcome::Missing) => return Ok(None),
+            Err(Error::TooLarge { size, limit, .. }) => {
+                return Ok(Some(format!(
+                    "{size} bytes, more than an intent can hold ({limit})"
+                )));
+            }
+            // Not a regular file (a symlink, a folder), or unreadable.
+            Err(Error::Io { source, .. }) => return Ok(Some(format!("cannot be read ({source})"))),
+            Err(e) => return Err(e),
+        };
+        Ok(match serde_json::from_slice::<Intent>(&bytes) {
+            Err(e) => Some(format!("not an audit intent ({e})")),
+            Ok(intent) => serde_json::from_str::<AuditEntry>(&intent.entry)
+                .err()
+                .map(|e| format!("its entry is not an audit entry ({e})")),
+        })
+    }
+
+    /// Moves an `audit.intent` that `intent_problem` rejects into the
+    /// folder `to`, under the audit lock (so that no writer is between
+    /// writing its intent and making its change). Returns the new path, or
+    /// `None` if the file was fine or gone by then.
+    pub(crate) fn quarantine_bad_intent(&self, to: &Path, root: &Path) -> Result<Option<PathBuf>> {
+        let _guard = self.lock()?;
+        if self.intent_problem()?.is_none() {
+            return Ok(None);
+        }
+        let target = to.join("audit.intent");
+        durable::move_file(&self.intent_path(), &target, root)?;
+        Ok(Some(target))
+    }
+
     /// The intent's entry and its line, if the change it records took
     /// place (its evidence holds).
     fn committed_intent(&self) -> Result<Option<(AuditEntry, String)>> {

@@ -94,6 +94,8 @@ enum Fix {
     },
     /// Rewrite the audit log without its unparsable (torn) lines.
     AuditTornLines,
+    /// Move an `audit.intent` wfstate did not write to quarantine.
+    QuarantineAuditIntent,
     /// Rewrite a workflow's current state as its base and empty its log,
     /// dropping superseded lines that do not verify (see `state_log`).
     CompactStateLog {
@@ -376,6 +378,17 @@ impl Checker<'_> {
                 ),
             ));
         }
+        if let Some(why) = audit.intent_problem()? {
+            problems.push((
+                Status::Error,
+                format!(
+                    "{}: {why}; wfstate writes this file whole, so something else did, and \
+                     a change made behind it would have no audit entry",
+                    audit.path().with_file_name("audit.intent").display()
+                ),
+            ));
+            self.fixes.push(Fix::QuarantineAuditIntent);
+        }
         // Unparsable lines (torn appends) can be moved aside; entries that
         // parse but do not verify are evidence and stay where they are.
         if !torn_lines(audit.path())?.is_empty() {
@@ -603,6 +616,14 @@ fn apply(files: &FileBackend, store: &Store, fixes: Vec<Fix>) -> Result<Vec<Stri
                     locks.workflow_exclusive(&workflow, Some(Duration::from_secs(60)), None)?;
                 files.compact(&workflow)?;
                 done.push(format!("compacted the state log of {workflow} ({why})"));
+            }
+            Fix::QuarantineAuditIntent => {
+                if let Some(target) = files.audit_log().quarantine_bad_intent(&quarantine, root)? {
+                    done.push(format!(
+                        "moved the audit intent that wfstate did not write to {}",
+                        target.display()
+                    ));
+                }
             }
             Fix::AuditTornLines => {
                 let audit = files.audit_log();

@@ -296,3 +296,61 @@ fn a_damaged_newest_log_record_is_an_integrity_error_and_repair_quarantines_the_
     let got = stdout_json(&s.run(&["--json", "state", "get", "wf"]));
     assert_eq!(got["generation"], 1);
 }
+
+#[test]
+fn an_audit_intent_wfstate_did_not_write_is_an_error_and_repair_moves_it_aside() {
+    let s = Scratch::new();
+    ok(&s.run_with_stdin(&["state", "set", "wf", "-"], b"{\"n\": 1}"));
+    let intent = s.store.join("audit.intent");
+    let garbage = b"{\"evidence\": 42, this is not an intent".to_vec();
+    std::fs::write(&intent, &garbage).unwrap();
+
+    let (exit, report) = health(&s, false);
+    assert_eq!(exit, 3, "{report:#}");
+    let message = component(&report, "audit")["message"].as_str().unwrap();
+    assert!(
+        message.contains("audit.intent") && message.contains("not an audit intent"),
+        "{message}"
+    );
+    assert_eq!(read(&intent), garbage, "a check changes nothing");
+
+    let (_, repaired) = health(&s, true);
+    let moved = repaired["repairs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .find(|r| r.contains("audit intent"))
+        .unwrap_or_else(|| panic!("no repair of the intent: {repaired:#}"))
+        .to_string();
+    assert!(!intent.exists(), "{moved}");
+    let kept: Vec<_> = all_files(&s.store.join("quarantine"))
+        .into_iter()
+        .filter(|(p, _)| p.ends_with("audit.intent"))
+        .collect();
+    assert_eq!(
+        kept.len(),
+        1,
+        "{:?}",
+        kept.iter().map(|(p, _)| p).collect::<Vec<_>>()
+    );
+    assert_eq!(kept[0].1, garbage, "moved, not rewritten");
+    // Only the reminder that the quarantine holds files is left.
+    let (exit, report) = health(&s, false);
+    assert_eq!(exit, 1, "{report:#}");
+    assert_eq!(component(&report, "audit")["status"], "ok", "{report:#}");
+    // Writes go on as before.
+    ok(&s.run_with_stdin(&["state", "set", "wf", "-"], b"{\"n\": 2}"));
+}
+
+#[test]
+fn an_intent_this_code_wrote_is_not_reported() {
+    // A large state is saved through the intent, which stays in place.
+    let s = Scratch::new();
+    let big = format!("{{\"pad\": \"{}\"}}", "x".repeat(1100 * 1024));
+    ok(&s.run_with_stdin(&["state", "set", "wf", "-"], big.as_bytes()));
+    ok(&s.run_with_stdin(&["state", "set", "wf", "-"], big.as_bytes()));
+    assert!(s.store.join("audit.intent").exists());
+    let (exit, report) = health(&s, false);
+    assert_eq!(exit, 0, "{report:#}");
+}
