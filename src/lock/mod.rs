@@ -704,11 +704,18 @@ fn try_acquire(id: &LockId, mode: LockMode, purpose: Option<&str>) -> Result<Opt
 fn acquire_blocking(id: &LockId, mode: LockMode, purpose: Option<&str>) -> Result<LockGuard> {
     loop {
         let (file, file_id, was_idle) = lock_file(id)?;
-        let locked = match mode {
-            LockMode::Shared => file.lock_shared(),
-            LockMode::Exclusive => file.lock(),
-        };
-        locked.map_err(|e| Error::io("flock", &id.path, e))?;
+        loop {
+            let locked = match mode {
+                LockMode::Shared => file.lock_shared(),
+                LockMode::Exclusive => file.lock(),
+            };
+            match locked {
+                Ok(()) => break,
+                // A signal handler ran while we waited: wait on.
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(Error::io("flock", &id.path, e)),
+            }
+        }
         if was_idle && !still_named(id, file_id)? {
             continue; // the name now refers to another file: lock that one
         }
