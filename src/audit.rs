@@ -953,26 +953,36 @@ impl AuditLog {
     /// this log from the state logs; in the same boot, finish an append a
     /// dead process left undone. Cheap when there is nothing to do: one
     /// read of the pointer (and of the log's tail when an entry is pending).
-    pub(crate) fn recover(&self, before_settling: impl FnOnce() -> Result<()>) -> Result<()> {
+    ///
+    /// Returns the workflow whose checkpoint journal carried the entry a
+    /// dead writer left pending in this boot: that creator may have died
+    /// before publishing its checkpoint, which the caller then publishes
+    /// (the entry is copied only after publication, so a copied entry
+    /// always has its checkpoint visible).
+    pub(crate) fn recover(
+        &self,
+        before_settling: impl FnOnce() -> Result<()>,
+    ) -> Result<Option<String>> {
         if self.state_dir.is_none() {
-            return Ok(());
+            return Ok(None);
         }
         #[cfg(test)]
         if durable::sim::mutation_skips_audit_recovery() {
-            return Ok(());
+            return Ok(None);
         }
         let boot = durable::boot_id();
         match self.read_pointer() {
             Some(p) if p.boot == boot && boot != "unknown" => {
-                if p.workflow.is_none() {
-                    return Ok(());
-                }
+                let Some(workflow) = p.workflow else {
+                    return Ok(None);
+                };
                 let have = self.tail()?.0.map_or(0, |e| e.seq);
                 if p.seq <= have {
-                    return Ok(());
+                    return Ok(None);
                 }
                 let _guard = self.lock()?;
-                self.reconcile_pending().map(drop)
+                self.reconcile_pending()?;
+                Ok((p.carrier == Some(Carrier::CheckpointJournal)).then_some(workflow))
             }
             _ => {
                 let _guard = self.lock()?;
@@ -981,9 +991,10 @@ impl AuditLog {
                     && p.boot == boot
                     && boot != "unknown"
                 {
-                    return Ok(());
+                    return Ok(None);
                 }
                 self.recover_after_boot(&boot, before_settling)
+                    .map(|()| None)
             }
         }
     }

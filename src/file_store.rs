@@ -111,7 +111,15 @@ impl FileBackend {
         // reboot, the checkpoint journals too). A reader without write
         // access cannot, and need not: states read the same either way; the
         // audit log is brought level by the next process that can write.
-        match audit.recover(|| checkpoints.replay_journals()) {
+        let recovered = audit
+            .recover(|| checkpoints.replay_journals())
+            .and_then(|journal| match journal {
+                // A creator died after committing to this journal: its
+                // checkpoint is published with the entry just recovered.
+                Some(workflow) => checkpoints.publish_left_pending(&workflow),
+                None => Ok(()),
+            });
+        match recovered {
             Err(Error::Io { source, .. })
                 if matches!(
                     source.raw_os_error(),

@@ -482,42 +482,53 @@ impl FileCheckpoints {
         let journal = self.journal_path(&workflow)?;
         let audit_data = serde_json::json!({"workflow": workflow, "id": checkpoint.id,
             "parent": checkpoint.parent, "checksum": checkpoint.checksum});
+        let id = &checkpoint.id;
+        let index_path = self.workflow_dir(&workflow)?.join(INDEX_FILE);
+        let encoded = record.encode();
+        let file = self.file_of(&workflow, id)?;
         let (journal_len, entry) = self.audit.append_with(
             (&workflow, Carrier::CheckpointJournal),
             "checkpoint_create",
             audit_data,
             |entry| {
                 let line = state_log::record_line(line, entry);
-                match &mut known {
+                let journal_len = match &mut known {
                     Some(known) => known.journal.append(&journal, line),
                     None => state_log::append(&journal, line, append_at),
+                }?;
+                // Committed. Published before the entry is copied to the
+                // audit log, so that an entry there always has its
+                // checkpoint visible: a creator that dies before the copy
+                // leaves the entry pending, and the next open of the store
+                // publishes the checkpoint as it copies the entry
+                // (`FileBackend::open`). The index record first, as in the
+                // synced protocol: a record without its file is one readers
+                // treat as not there yet.
+                let published = match &mut known {
+                    Some(known) => durable::write_at_unsynced_in(
+                        &known.index,
+                        &index_path,
+                        known.index_len,
+                        &encoded,
+                    )
+                    .map(|()| known.index_len += encoded.len() as u64),
+                    None => durable::append_unsynced(&index_path, &encoded),
                 }
+                .and_then(|()| durable::publish_unsynced(&file, bytes));
+                published.map_err(|e| {
+                    after_the_change(
+                        e,
+                        "publish committed checkpoint",
+                        &format!(
+                            "checkpoint {id} was committed to the journal but not published; \
+                             it appears, with its audit entry, when the store is next opened \
+                             or with the next checkpoint of {workflow:?}"
+                        ),
+                    )
+                })?;
+                Ok(journal_len)
             },
         )?;
-        // Committed. Now visible to readers:
-        let id = &checkpoint.id;
-        // The index record first, as in the synced protocol: a record
-        // without its file is one readers treat as not there yet.
-        let index_path = self.workflow_dir(&workflow)?.join(INDEX_FILE);
-        let encoded = record.encode();
-        let published = match &mut known {
-            Some(known) => {
-                durable::write_at_unsynced_in(&known.index, &index_path, known.index_len, &encoded)
-                    .map(|()| known.index_len += encoded.len() as u64)
-            }
-            None => durable::append_unsynced(&index_path, &encoded),
-        }
-        .and_then(|()| durable::publish_unsynced(&self.file_of(&workflow, id)?, bytes));
-        if let Err(e) = published {
-            return Err(after_the_change(
-                e,
-                "publish committed checkpoint",
-                &format!(
-                    "checkpoint {id} was committed to the journal but not published; \
-                     it appears with the next checkpoint of {workflow:?}"
-                ),
-            ));
-        }
         if let Err(e) = entry {
             return Err(unaudited(
                 e,
@@ -675,6 +686,21 @@ impl FileCheckpoints {
     /// busy is skipped: a process of this boot is at work there, which
     /// cannot happen after a real reboot (every opener waits for this
     /// recovery). A damaged journal is left for `health` to report.
+    /// Publishes the newest checkpoint of `workflow`'s journal if its
+    /// creator died before doing so (see `AuditLog::recover`). A creator
+    /// holding the lock now publishes it itself, first thing.
+    pub(crate) fn publish_left_pending(&self, workflow: &str) -> Result<()> {
+        crate::name::validate_name(workflow)?;
+        if !self.journal_path(workflow)?.exists() {
+            return Ok(());
+        }
+        let Some(_guard) = self.locks.try_internal_exclusive("checkpoint", workflow)? else {
+            return Ok(());
+        };
+        self.tails.forget(workflow);
+        self.publish_pending(workflow).map(drop)
+    }
+
     pub(crate) fn replay_journals(&self) -> Result<()> {
         for workflow in self.workflows()? {
             if !self.journal_path(&workflow)?.exists() {
