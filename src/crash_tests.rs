@@ -651,19 +651,13 @@ fn a_prune_or_large_checkpoint_whose_writer_dies_before_its_copy_is_audited_once
         ("large checkpoint", &large, "checkpoint_create"),
     ];
     for (what, change, event) in cases {
-        let (_dir, _root, twin) = new_store();
-        setup(&twin);
-        let before = entries_of(&twin, event).unwrap().len();
-        let (result, trace) = traced(|| change(&twin));
-        result.unwrap();
-        let writes = written_paths(&trace);
-        let copy = audit_copy(&writes);
-        let (_dir, root, store) = new_store();
-        setup(&store);
-        sim::inject(Some(Fault::WriteEnospc { nth: copy }));
-        let result = change(&store);
-        sim::inject(None);
-        let err = result.expect_err("the failed copy is reported");
+        let before = {
+            let (_dir, _root, twin) = new_store();
+            setup(&twin);
+            entries_of(&twin, event).unwrap().len()
+        };
+        let writes = writes_of(&setup, change);
+        let (_dir, root, err) = failing_at_write(&setup, change, audit_copy(&writes));
         assert!(
             err.to_string().contains("recovered from the audit intent"),
             "{what}: {err}"
@@ -679,6 +673,41 @@ fn a_prune_or_large_checkpoint_whose_writer_dies_before_its_copy_is_audited_once
             one_entry_per_checkpoint(&reopened).unwrap_or_else(|why| panic!("{what}: {why}"));
         }
         assert!(recovery_problems(&reopened, true).is_empty(), "{what}");
+    }
+}
+
+/// The files `change` writes to, one per write, in order, run on a store
+/// prepared by `setup`.
+fn writes_of<T>(
+    setup: &dyn Fn(&Store),
+    change: &dyn Fn(&Store) -> crate::Result<T>,
+) -> Vec<PathBuf> {
+    let (_dir, _root, twin) = new_store();
+    setup(&twin);
+    let (result, trace) = traced(|| change(&twin));
+    if let Err(e) = result {
+        panic!("the change fails without a fault: {e}");
+    }
+    written_paths(&trace)
+}
+
+/// `change` on a store prepared by `setup`, with its `nth` write failing:
+/// the files are then as a writer killed at that point leaves them (its
+/// process state aside). Returns the store's folder, to reopen, and the
+/// error.
+fn failing_at_write<T>(
+    setup: &dyn Fn(&Store),
+    change: &dyn Fn(&Store) -> crate::Result<T>,
+    nth: usize,
+) -> (tempfile::TempDir, PathBuf, Error) {
+    let (dir, root, store) = new_store();
+    setup(&store);
+    sim::inject(Some(Fault::WriteEnospc { nth }));
+    let result = change(&store);
+    sim::inject(None);
+    match result {
+        Ok(_) => panic!("write {nth} failed, yet the change reported success"),
+        Err(e) => (dir, root, e),
     }
 }
 
@@ -703,11 +732,7 @@ fn a_checkpoint_whose_creator_dies_before_publishing_it_is_listed_and_audited_at
             ..NewCheckpoint::default()
         })
     };
-    let (_twin_dir, _twin_root, twin) = new_store();
-    setup(&twin);
-    let (result, trace) = traced(|| create(&twin));
-    result.unwrap();
-    let writes = written_paths(&trace);
+    let writes = writes_of(&setup, &create);
     let journal = writes
         .iter()
         .position(|p| p.ends_with("journal"))
@@ -715,13 +740,12 @@ fn a_checkpoint_whose_creator_dies_before_publishing_it_is_listed_and_audited_at
     let publication = journal + 1;
     assert!(writes[publication].ends_with("index"), "{writes:?}");
 
-    let (_dir, root, store) = new_store();
-    setup(&store);
-    let before = listed(&store).unwrap().len();
-    sim::inject(Some(Fault::WriteEnospc { nth: publication }));
-    let result = create(&store);
-    sim::inject(None);
-    let err = result.expect_err("the failed publication is reported");
+    let before = {
+        let (_dir, _root, twin) = new_store();
+        setup(&twin);
+        listed(&twin).unwrap().len()
+    };
+    let (_dir, root, err) = failing_at_write(&setup, &create, publication);
     assert!(
         err.to_string().contains("when the store is next opened"),
         "{err}"
