@@ -680,12 +680,6 @@ impl FileCheckpoints {
         Ok(true)
     }
 
-    /// Run by the first open after a reboot, before the store counts as
-    /// recovered: settles every workflow's journal, restoring any checkpoint
-    /// file the power cut lost or tore. A workflow whose checkpoint lock is
-    /// busy is skipped: a process of this boot is at work there, which
-    /// cannot happen after a real reboot (every opener waits for this
-    /// recovery). A damaged journal is left for `health` to report.
     /// Publishes the newest checkpoint of `workflow`'s journal if its
     /// creator died before doing so (see `AuditLog::recover`). A creator
     /// holding the lock now publishes it itself, first thing.
@@ -701,6 +695,12 @@ impl FileCheckpoints {
         self.publish_pending(workflow).map(drop)
     }
 
+    /// Run by the first open after a reboot, before the store counts as
+    /// recovered: settles every workflow's journal, restoring any checkpoint
+    /// file the power cut lost or tore. A workflow whose checkpoint lock is
+    /// busy is skipped: a process of this boot is at work there, which
+    /// cannot happen after a real reboot (every opener waits for this
+    /// recovery). A damaged journal is left for `health` to report.
     pub(crate) fn replay_journals(&self) -> Result<()> {
         for workflow in self.workflows()? {
             if !self.journal_path(&workflow)?.exists() {
