@@ -757,6 +757,18 @@ fn a_checkpoint_whose_creator_dies_before_publishing_it_is_listed_and_audited_at
     // And the next creation goes on from it.
     checkpoint(&reopened, "e");
     one_entry_per_checkpoint(&reopened).unwrap();
+
+    // If that journal record is damaged meanwhile, the store still opens
+    // (health reports the damage) rather than failing every command.
+    let (_dir, root, _) = failing_at_write(&setup, &create, publication);
+    let journal = root.join("checkpoints/wf/journal");
+    let mut bytes = std::fs::read(&journal).unwrap();
+    let at = bytes.windows(5).rposition(|w| w == b"\"d\",\"").unwrap() + 1;
+    bytes[at] = b'e';
+    std::fs::write(&journal, &bytes).unwrap();
+    let reopened = open(&root).expect("a damaged journal does not stop the open");
+    let report = health::check(&reopened).unwrap();
+    assert!(report.status == Status::Error, "{report:#?}");
 }
 
 fn checkpoint(s: &Store, message: &str) -> String {

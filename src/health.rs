@@ -244,6 +244,14 @@ impl Checker<'_> {
                     }
                 }
             }
+            // A damaged journal record cannot be repaired here (it may be
+            // the only copy of a checkpoint): reported, left in place.
+            if dir.join(crate::checkpoint::files::JOURNAL_FILE).exists()
+                && let Err(e @ Error::Integrity { .. }) =
+                    self.files.file_checkpoints().journal_entries(&workflow)
+            {
+                problems.push((Status::Error, e.to_string()));
+            }
             for (id, parent) in &parents {
                 if let Some(p) = parent.as_ref().filter(|p| !parents.contains_key(*p)) {
                     problems.push((Status::Warning, format!("{workflow}: checkpoint {id} names parent {p}, which does not exist (pruned?): its lineage is truncated")));

@@ -567,7 +567,7 @@ impl FileCheckpoints {
     }
 
     /// The checkpoints in the journal of `workflow`, oldest first.
-    fn journal_entries(&self, workflow: &str) -> Result<Vec<Checkpoint>> {
+    pub(crate) fn journal_entries(&self, workflow: &str) -> Result<Vec<Checkpoint>> {
         let path = self.journal_path(workflow)?;
         state_log::complete_records(&path)?
             .iter()
@@ -682,9 +682,10 @@ impl FileCheckpoints {
 
     /// Publishes the newest checkpoint of `workflow`'s journal if its
     /// creator died before doing so (see `AuditLog::recover`). A creator
-    /// holding the lock now publishes it itself, first thing.
+    /// holding the lock now publishes it itself, first thing. As in
+    /// `replay_journals`, a damaged journal is left for `health` to report:
+    /// it must not stop the store from opening.
     pub(crate) fn publish_left_pending(&self, workflow: &str) -> Result<()> {
-        crate::name::validate_name(workflow)?;
         if !self.journal_path(workflow)?.exists() {
             return Ok(());
         }
@@ -692,7 +693,10 @@ impl FileCheckpoints {
             return Ok(());
         };
         self.tails.forget(workflow);
-        self.publish_pending(workflow).map(drop)
+        match self.publish_pending(workflow) {
+            Err(Error::Integrity { .. }) => Ok(()),
+            other => other.map(drop),
+        }
     }
 
     /// Run by the first open after a reboot, before the store counts as
