@@ -1106,15 +1106,143 @@ fn an_interrupted_repair_never_loses_the_damaged_file() {
                 .into_iter()
                 .any(|(_, b)| b == damaged);
             match (in_place == Some(damaged.clone()), quarantined, ack) {
-                (_, true, _) | (true, false, false) => Ok(()),
-                other => Err(format!(
-                    "damaged file neither in place nor quarantined: {other:?}"
-                )),
+                (_, true, _) | (true, false, false) => {}
+                other => {
+                    return Err(format!(
+                        "damaged file neither in place nor quarantined: {other:?}"
+                    ));
+                }
             }
+            // Whatever the crash left, the next repair leaves every batch
+            // of moved files named by exactly one repair entry.
+            health::repair(s).map_err(|e| format!("the next repair failed: {e}"))?;
+            every_batch_named_once(dir, s)
         },
         Some("bad.json"),
     );
     assert_clean("health --repair (quarantine move + audit append)", &e);
+}
+
+/// Every folder in the quarantine is named by exactly one `repair` entry:
+/// no repair's moves go unaudited, and none is recorded twice.
+fn every_batch_named_once(root: &Path, s: &Store) -> Result<(), String> {
+    let entries: Vec<String> = entries_of(s, "repair")?
+        .iter()
+        .map(|e| e.data.to_string())
+        .collect();
+    let Ok(batches) = std::fs::read_dir(root.join("quarantine")) else {
+        return Ok(());
+    };
+    for batch in batches.flatten() {
+        let name = batch.file_name().to_string_lossy().into_owned();
+        let naming = entries.iter().filter(|d| d.contains(&name)).count();
+        if naming != 1 {
+            return Err(format!(
+                "quarantine/{name} is named by {naming} repair entries"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// What `health` says of the quarantine.
+fn quarantine_component(store: &Store) -> health::Component {
+    health::check(store)
+        .unwrap()
+        .components
+        .into_iter()
+        .find(|c| c.name == "quarantine")
+        .unwrap()
+}
+
+/// A repair killed after its moves and before its audit entry (simulated
+/// by failing the entry's write: the files are then as a kill leaves them)
+/// leaves a batch that no entry names. `health` says so, and the next
+/// repair records it, once.
+#[test]
+fn a_repair_killed_before_its_entry_is_recorded_by_the_next_repair() {
+    let setup = |s: &Store| {
+        s.save("good", json!({"n": 1}), None).unwrap();
+        s.save("bad", json!({"n": 1}), None).unwrap();
+        let root = PathBuf::from(s.location());
+        std::fs::write(root.join("state/bad.json"), b"{damaged").unwrap();
+    };
+    let repair = |s: &Store| health::repair(s);
+    let writes = writes_of(&setup, &repair);
+    let (_dir, root, _) = failing_at_write(&setup, &repair, audit_copy(&writes));
+    let store = open(&root).unwrap();
+    let batches: Vec<String> = std::fs::read_dir(root.join("quarantine"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(batches.len(), 1, "the moves were made: {batches:?}");
+    let batch = &batches[0];
+    assert!(
+        root.join("quarantine")
+            .join(batch)
+            .join("state/bad.json")
+            .exists()
+    );
+    assert!(
+        every_batch_named_once(&root, &store).is_err(),
+        "the killed repair left no entry"
+    );
+
+    let quarantine = quarantine_component(&store);
+    assert_eq!(quarantine.status, Status::Warning);
+    assert!(
+        quarantine.message.contains(batch.as_str())
+            && quarantine.message.contains("no audit entry"),
+        "{}",
+        quarantine.message
+    );
+
+    let repaired = health::repair(&store).unwrap();
+    assert!(
+        repaired.repairs.iter().any(|r| r.contains("recorded")),
+        "{:?}",
+        repaired.repairs
+    );
+    every_batch_named_once(&root, &store).unwrap();
+    let recorded = entries_of(&store, "repair").unwrap().pop().unwrap();
+    assert_eq!(recorded.data["recorded"][0]["batch"], json!(batch));
+    assert_eq!(
+        recorded.data["recorded"][0]["files"],
+        json!([format!("quarantine/{batch}/state/bad.json")])
+    );
+    assert!(store.audit().unwrap().verify().unwrap().valid);
+
+    // Recorded once: a further repair has nothing to do.
+    let again = health::repair(&store).unwrap();
+    assert!(again.repairs.is_empty(), "{:?}", again.repairs);
+    every_batch_named_once(&root, &store).unwrap();
+}
+
+/// Repair entries written before they had a `batch` field name their batch
+/// only in the paths of their actions; such a batch counts as recorded.
+#[test]
+fn a_batch_named_only_in_an_older_entrys_actions_counts_as_recorded() {
+    let (_dir, root, store) = new_store();
+    let moved = root.join("quarantine/20261101T000000.000000Z/state/old.json");
+    std::fs::create_dir_all(moved.parent().unwrap()).unwrap();
+    std::fs::write(&moved, b"{damaged").unwrap();
+    store
+        .audit()
+        .unwrap()
+        .append(
+            "repair",
+            json!({"actions": [format!("moved {} to {} (damaged)",
+                root.join("state/old.json").display(), moved.display())]}),
+        )
+        .unwrap();
+    let quarantine = quarantine_component(&store);
+    assert!(
+        !quarantine.message.contains("no audit entry"),
+        "{}",
+        quarantine.message
+    );
+    assert!(health::repair(&store).unwrap().repairs.is_empty());
 }
 
 fn walk(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {

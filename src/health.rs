@@ -18,6 +18,7 @@ use crate::name::validate_name;
 use crate::state_log;
 use crate::store::Store;
 use serde::Serialize;
+use serde_json::Value;
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -41,6 +42,9 @@ pub(crate) fn new_quarantine_batch(root: &Path) -> Result<PathBuf> {
 fn batch_name() -> String {
     crate::clock::now_rfc3339().replace([':', '-'], "")
 }
+/// The audit event of a repair.
+pub const REPAIR_EVENT: &str = "repair";
+
 /// A temp file is only taken for a crashed writer's once it is this old and
 /// its writer's pid no longer exists.
 const TEMP_GRACE: Duration = Duration::from_secs(5);
@@ -96,6 +100,12 @@ enum Fix {
     AuditTornLines,
     /// Move an `audit.intent` wfstate did not write to quarantine.
     QuarantineAuditIntent,
+    /// Name in this repair's audit entry a quarantine batch that no entry
+    /// names: what a repair (or an audit recovery) moved before it was
+    /// killed.
+    RecordBatch {
+        batch: String,
+    },
     /// Rewrite a workflow's current state as its base and empty its log,
     /// dropping superseded lines that do not verify (see `state_log`).
     CompactStateLog {
@@ -470,24 +480,134 @@ impl Checker<'_> {
         ))
     }
 
-    fn quarantine(&self) -> Component {
-        let dir = self.root.join(QUARANTINE_DIR);
-        let batches: Vec<String> = std::fs::read_dir(&dir)
-            .map(|e| {
-                e.flatten()
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .collect()
-            })
-            .unwrap_or_default();
-        if batches.is_empty() {
-            return component("quarantine", &[], "empty".into());
+    fn quarantine(&mut self) -> Result<Component> {
+        let entries = quarantine_entries(self.root);
+        if entries.is_empty() {
+            return Ok(component("quarantine", &[], "empty".into()));
         }
-        let problems: Vec<(Status, String)> = batches
+        let dir = self.root.join(QUARANTINE_DIR);
+        let batches: Vec<String> = entries
             .iter()
-            .map(|b| (Status::Warning, format!("{} holds files moved aside by a repair; inspect, then delete them yourself", dir.join(b).display())))
+            .filter(|(_, is_dir)| *is_dir)
+            .map(|(name, _)| name.clone())
             .collect();
-        component("quarantine", &problems, String::new())
+        let unrecorded = batches_without_entry(self.files.audit_log(), &batches)?;
+        let mut problems = Vec::new();
+        for (name, _) in &entries {
+            let path = dir.join(name).display().to_string();
+            if unrecorded.contains(name) {
+                problems.push((
+                    Status::Warning,
+                    format!(
+                        "{path} holds files moved aside, but no audit entry names it: the repair \
+                         (or audit recovery) that moved them stopped before recording it; \
+                         `health --repair` records it"
+                    ),
+                ));
+                self.fixes.push(Fix::RecordBatch {
+                    batch: name.clone(),
+                });
+            } else {
+                problems.push((
+                    Status::Warning,
+                    format!(
+                        "{path} holds files moved aside by a repair; inspect, then delete them \
+                         yourself"
+                    ),
+                ));
+            }
+        }
+        Ok(component("quarantine", &problems, String::new()))
     }
+}
+
+/// The names of the entries of the store's quarantine, sorted, each with
+/// whether it is a folder (a batch; anything else was put there by hand).
+fn quarantine_entries(root: &Path) -> Vec<(String, bool)> {
+    let mut entries: Vec<(String, bool)> = std::fs::read_dir(root.join(QUARANTINE_DIR))
+        .map(|e| {
+            e.flatten()
+                .map(|e| {
+                    let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
+                    (e.file_name().to_string_lossy().into_owned(), is_dir)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    entries.sort();
+    entries
+}
+
+/// Which of `batches` no `repair` entry of the audit log names. A repair
+/// appends its entry only after its moves, so a repair killed in between
+/// leaves a batch that none names.
+fn batches_without_entry(audit: &AuditLog, batches: &[String]) -> Result<Vec<String>> {
+    let mut named = HashSet::new();
+    for entry in audit.read(Some(REPAIR_EVENT), None)? {
+        named.extend(batches_named_in(&entry.data));
+    }
+    Ok(batches
+        .iter()
+        .filter(|batch| !named.contains(batch.as_str()))
+        .cloned()
+        .collect())
+}
+
+/// The batches a repair entry names: in `batch` and `recorded`, and, for
+/// entries written before those fields existed, in the paths its actions
+/// moved files to (`.../quarantine/<batch>/...`).
+fn batches_named_in(data: &Value) -> Vec<String> {
+    let mut names: Vec<String> = std::iter::once(&data["batch"])
+        .chain(
+            data["recorded"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|r| &r["batch"]),
+        )
+        .filter_map(Value::as_str)
+        .map(str::to_string)
+        .collect();
+    let marker = format!("{QUARANTINE_DIR}/");
+    for action in data["actions"].as_array().into_iter().flatten() {
+        let Some(text) = action.as_str() else {
+            continue;
+        };
+        for (at, _) in text.match_indices(&marker) {
+            let name: String = text[at + marker.len()..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+                .collect();
+            names.push(name);
+        }
+    }
+    names
+}
+
+/// The store-relative paths of the files in quarantine batch `batch`.
+fn batch_files(root: &Path, batch: &str) -> Vec<String> {
+    fn walk(dir: &Path, base: &Path, out: &mut Vec<String>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            match entry.file_type() {
+                Ok(t) if t.is_dir() => walk(&path, base, out),
+                Ok(_) => out.push(
+                    path.strip_prefix(base)
+                        .unwrap_or(&path)
+                        .display()
+                        .to_string(),
+                ),
+                Err(_) => {}
+            }
+        }
+    }
+    let mut files = Vec::new();
+    walk(&root.join(QUARANTINE_DIR).join(batch), root, &mut files);
+    files.sort();
+    files
 }
 
 /// (line number, bytes) of the audit log's lines that do not parse as JSON.
@@ -532,12 +652,18 @@ pub(crate) fn run(files: &FileBackend, store: &Store, repair: bool) -> Result<He
         return Ok(finish(components, Vec::new()));
     }
     let fixes = std::mem::take(&mut checker.fixes);
-    let done = apply(files, store, fixes)?;
+    // One repair at a time: a repair's batch is named by no entry until
+    // its end, and another repair must not take it for an interrupted one.
+    let repairing = files.lock_manager().internal_exclusive(
+        "health",
+        "repair",
+        Some(Duration::from_secs(60)),
+    )?;
+    let (done, entry) = apply(files, store, fixes)?;
     if !done.is_empty() {
-        store
-            .audit()?
-            .append("repair", serde_json::json!({ "actions": done }))?;
+        store.audit()?.append(REPAIR_EVENT, entry)?;
     }
+    drop(repairing);
     let mut again = Checker {
         root,
         files,
@@ -555,7 +681,7 @@ fn gather(checker: &mut Checker<'_>) -> Result<Vec<Component>> {
         checker.locks(checker.files.lock_manager())?,
         checker.audit(checker.files.audit_log())?,
         checker.temp_files()?,
-        checker.quarantine(),
+        checker.quarantine()?,
     ])
 }
 
@@ -571,11 +697,17 @@ pub(crate) fn finish(components: Vec<Component>, repairs: Vec<String>) -> Health
     }
 }
 
-fn apply(files: &FileBackend, store: &Store, fixes: Vec<Fix>) -> Result<Vec<String>> {
+/// Makes the repairs; returns what was done, for the report, and the data
+/// of the repair's audit entry: the actions, the quarantine batch this
+/// repair moved files to (if any), and the batches of interrupted repairs
+/// it records.
+fn apply(files: &FileBackend, store: &Store, fixes: Vec<Fix>) -> Result<(Vec<String>, Value)> {
     let root = files.root();
-    let quarantine = root.join(QUARANTINE_DIR).join(batch_name());
+    let batch = batch_name();
+    let quarantine = root.join(QUARANTINE_DIR).join(&batch);
     let locks = files.lock_manager();
     let mut done = Vec::new();
+    let mut unrecorded = Vec::new();
     let mut rebuild: BTreeMap<String, String> = BTreeMap::new();
     for fix in fixes {
         match fix {
@@ -625,6 +757,7 @@ fn apply(files: &FileBackend, store: &Store, fixes: Vec<Fix>) -> Result<Vec<Stri
                 files.compact(&workflow)?;
                 done.push(format!("compacted the state log of {workflow} ({why})"));
             }
+            Fix::RecordBatch { batch } => unrecorded.push(batch),
             Fix::QuarantineAuditIntent => {
                 if let Some(target) = files.audit_log().quarantine_bad_intent(&quarantine, root)? {
                     done.push(format!(
@@ -685,5 +818,53 @@ fn apply(files: &FileBackend, store: &Store, fixes: Vec<Fix>) -> Result<Vec<Stri
         ));
     }
     cps.take_repairs();
-    Ok(done)
+    let recorded = record_batches(files, unrecorded)?;
+    for (name, files) in &recorded {
+        done.push(format!(
+            "recorded {}, which an interrupted repair or audit recovery left without an audit \
+             entry ({} file(s))",
+            root.join(QUARANTINE_DIR).join(name).display(),
+            files.len()
+        ));
+    }
+    let mut entry = serde_json::json!({ "actions": done });
+    if quarantine.exists() {
+        entry["batch"] = batch.into();
+    }
+    if !recorded.is_empty() {
+        entry["recorded"] = recorded
+            .into_iter()
+            .map(|(batch, files)| serde_json::json!({"batch": batch, "files": files}))
+            .collect();
+    }
+    Ok((done, entry))
+}
+
+/// The batches among `candidates` that still have no entry, with their
+/// files, looked at under the audit lock: an audit recovery at an open
+/// fills its batch under that lock, and a repair (excluded by the caller's
+/// `health@repair`) is the only other writer of batches.
+fn record_batches(
+    files: &FileBackend,
+    candidates: Vec<String>,
+) -> Result<Vec<(String, Vec<String>)>> {
+    if candidates.is_empty() {
+        return Ok(Vec::new());
+    }
+    let _audit =
+        files
+            .lock_manager()
+            .internal_exclusive("audit", "log", Some(Duration::from_secs(60)))?;
+    let root = files.root();
+    let present: Vec<String> = candidates
+        .into_iter()
+        .filter(|b| root.join(QUARANTINE_DIR).join(b).is_dir())
+        .collect();
+    Ok(batches_without_entry(files.audit_log(), &present)?
+        .into_iter()
+        .map(|batch| {
+            let files = batch_files(root, &batch);
+            (batch, files)
+        })
+        .collect())
 }

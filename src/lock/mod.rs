@@ -142,11 +142,11 @@ const SMB2_MAGIC_NUMBER: i64 = 0xFE53_4D42;
 const LOCK_SUFFIX: &str = ".lock";
 
 /// Kinds of the locks the library takes for itself (`<kind>@<name>`):
-/// writers of a workflow's state, creators/pruners of its checkpoints, and
-/// appenders to the audit log. Lock order, to rule out deadlock: a workflow
-/// or checkpoint lock may be held while taking the audit lock, never the
-/// other way round.
-pub const INTERNAL_KINDS: [&str; 3] = ["workflow", "checkpoint", "audit"];
+/// writers of a workflow's state, creators/pruners of its checkpoints,
+/// appenders to the audit log, and `health --repair`. Lock order, to rule
+/// out deadlock: `health@repair` first, then a workflow or checkpoint lock,
+/// then the audit lock; never the other way round.
+pub const INTERNAL_KINDS: [&str; 4] = ["workflow", "checkpoint", "audit", "health"];
 
 /// A lock's identity: the name users see, the file that carries it, and
 /// whether this acquisition leaves a record (user locks do unless asked not
