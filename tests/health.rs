@@ -354,3 +354,56 @@ fn an_intent_this_code_wrote_is_not_reported() {
     let (exit, report) = health(&s, false);
     assert_eq!(exit, 0, "{report:#}");
 }
+
+#[test]
+fn a_quarantine_batch_no_audit_entry_names_is_reported_then_recorded_once() {
+    let s = Scratch::new();
+    ok(&s.run_with_stdin(&["state", "set", "wf", "-"], b"{\"n\": 1}"));
+    // What a repair killed between its moves and its audit entry leaves
+    // (the crash tests make one for real; here the CLI's part is checked).
+    let batch = "20261101T000000Z";
+    let moved = s.store.join("quarantine").join(batch).join("state/wf.json");
+    std::fs::create_dir_all(moved.parent().unwrap()).unwrap();
+    std::fs::write(&moved, b"{damaged").unwrap();
+
+    let (exit, report) = health(&s, false);
+    assert_eq!(exit, 1, "{report:#}");
+    let message = component(&report, "quarantine")["message"]
+        .as_str()
+        .unwrap();
+    assert!(
+        message.contains(batch) && message.contains("no audit entry"),
+        "{message}"
+    );
+
+    let (exit, repaired) = health(&s, true);
+    assert_eq!(
+        exit, 1,
+        "the batch stays for a person to inspect: {repaired:#}"
+    );
+    assert!(
+        repaired["repairs"][0]
+            .as_str()
+            .unwrap()
+            .contains("recorded"),
+        "{repaired:#}"
+    );
+    let entries = stdout_json(&s.run(&["--json", "audit", "log", "--event", "repair"]));
+    let entries = entries.as_array().unwrap();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(entries[0]["data"]["recorded"][0]["batch"], batch);
+    assert_eq!(
+        entries[0]["data"]["recorded"][0]["files"][0],
+        format!("quarantine/{batch}/state/wf.json")
+    );
+    assert_eq!(read(&moved), b"{damaged", "recorded, not touched");
+
+    // Once: the next repair has nothing to do, and the message is the
+    // ordinary reminder.
+    let (_, again) = health(&s, true);
+    assert_eq!(again["repairs"], serde_json::json!([]), "{again:#}");
+    let message = component(&again, "quarantine")["message"].as_str().unwrap();
+    assert!(!message.contains("no audit entry"), "{message}");
+    let entries = stdout_json(&s.run(&["--json", "audit", "log", "--event", "repair"]));
+    assert_eq!(entries.as_array().unwrap().len(), 1);
+}
