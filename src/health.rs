@@ -5,7 +5,9 @@
 //! `quarantine/<time>/` under their store-relative path, never deleted;
 //! indexes (caches) are rebuilt from the files; nothing that verifies is
 //! touched. Each repair takes the lock its writers take, and the whole
-//! repair is recorded in the audit log. A second repair finds nothing to do.
+//! repair is recorded in the audit log (a repair killed before its entry
+//! leaves a quarantine batch no entry names, which the next repair
+//! records). A second repair finds nothing to do.
 
 use crate::audit::AuditLog;
 use crate::checkpoint::index::{IndexProblem, IndexReader};
