@@ -1,6 +1,6 @@
 //! Kill -9 torture: a process looping state updates, checkpoint creates,
-//! first saves of new workflows and audit appends is SIGKILLed at random
-//! moments, again and again. After
+//! first saves of new workflows, audit appends, prunes and restores is
+//! SIGKILLed at random moments, again and again. After
 //! every kill the store must be healthy and the counter must be the last
 //! acknowledged value or one more.
 //!
@@ -13,7 +13,7 @@ mod common;
 use common::Rng;
 use std::io::Write;
 use std::time::Duration;
-use wfstate::checkpoint::NewCheckpoint;
+use wfstate::checkpoint::{ListContent, ListQuery, NewCheckpoint, PrunePolicy};
 use wfstate::health::Status;
 use wfstate::{Store, StoreOptions};
 
@@ -57,6 +57,45 @@ fn torture_child() {
                 .unwrap()
                 .append("torture", serde_json::json!({"i": i}))
                 .unwrap();
+        }
+        if i.is_multiple_of(7) {
+            store
+                .create_checkpoint(NewCheckpoint {
+                    workflow: "pruned".into(),
+                    ..NewCheckpoint::default()
+                })
+                .unwrap();
+        }
+        if i.is_multiple_of(21) {
+            // Removes files, with its entry in the audit intent.
+            store
+                .checkpoints()
+                .unwrap()
+                .prune(&PrunePolicy {
+                    workflow: Some("pruned".into()),
+                    keep_last: Some(2),
+                    ..PrunePolicy::default()
+                })
+                .unwrap();
+        }
+        if i.is_multiple_of(11) {
+            // A restore writes a new generation from a checkpoint.
+            match store.checkpoints().unwrap().latest("restored").unwrap() {
+                Some(cp) => {
+                    store.restore(&cp.id).unwrap();
+                }
+                None => {
+                    store
+                        .save("restored", serde_json::json!({"v": i}), None)
+                        .unwrap();
+                    store
+                        .create_checkpoint(NewCheckpoint {
+                            workflow: "restored".into(),
+                            ..NewCheckpoint::default()
+                        })
+                        .unwrap();
+                }
+            }
         }
         i += 1;
     }
@@ -164,17 +203,62 @@ fn sigkill_at_random_moments_never_leaves_an_unhealthy_store() {
         );
     }
     // And every checkpoint has exactly one creation entry, none more.
-    let mut created: Vec<String> = audit
-        .read(Some("checkpoint_create"), None)
-        .unwrap()
-        .iter()
-        .map(|e| e.data["id"].as_str().unwrap().to_string())
-        .collect();
+    let created_in = |workflow: &str| -> Vec<String> {
+        audit
+            .read(Some("checkpoint_create"), None)
+            .unwrap()
+            .iter()
+            .filter(|e| e.data["workflow"] == workflow)
+            .map(|e| e.data["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let mut created = created_in("counter");
     let mut lineage: Vec<String> = chain
         .map(|c| c.links.into_iter().map(|l| l.id).collect())
         .unwrap_or_default();
     created.sort();
     lineage.sort();
     assert_eq!(created, lineage, "one audit entry per checkpoint");
+    // Of the pruned workflow: whatever exists was audited as created, and
+    // whatever was created and is gone was audited as pruned.
+    let existing: Vec<String> = checkpoints
+        .list(&ListQuery {
+            workflow: Some("pruned".into()),
+            phase: None,
+            limit: usize::MAX,
+            before: None,
+        })
+        .unwrap()
+        .into_iter()
+        .map(|entry| {
+            assert!(matches!(entry.content, ListContent::Ok { .. }), "{entry:?}");
+            entry.id
+        })
+        .collect();
+    let created = created_in("pruned");
+    let pruned: Vec<String> = audit
+        .read(Some("checkpoint_prune"), None)
+        .unwrap()
+        .iter()
+        .flat_map(|e| e.data["ids"].as_array().unwrap().clone())
+        .map(|id| id.as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        !existing.is_empty() && !pruned.is_empty(),
+        "prunes were made"
+    );
+    for id in &existing {
+        assert!(created.contains(id), "{id} exists without a creation entry");
+    }
+    for id in &created {
+        assert!(
+            existing.contains(id) || pruned.contains(id),
+            "{id} is gone without a prune entry"
+        );
+    }
+    assert!(
+        store.load("restored").unwrap().generation > 1,
+        "restores were made"
+    );
     assert!(last_ack > kills as u64 / 4, "the loop made progress");
 }
