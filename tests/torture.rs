@@ -1,6 +1,7 @@
 //! Kill -9 torture: a process looping state updates, checkpoint creates,
-//! first saves of new workflows, audit appends, prunes and restores is
-//! SIGKILLed at random moments, again and again. After
+//! first saves of new workflows, large states and checkpoints, audit
+//! appends, prunes and restores is SIGKILLed at random moments, again and
+//! again. After
 //! every kill the store must be healthy and the counter must be the last
 //! acknowledged value or one more.
 //!
@@ -26,6 +27,10 @@ fn torture_child() {
     let store = Store::open(root.as_ref(), StoreOptions::default()).unwrap();
     let mut out = std::io::stdout().lock();
     let mut i = 0u64;
+    // Children live a few milliseconds, so a step taken every n-th turn
+    // counted from 0 would run in all of them or none: the rare, slow steps
+    // start from a different turn in each child.
+    let spread = u64::from(std::process::id());
     loop {
         let doc = store
             .update("counter", |d| {
@@ -76,6 +81,34 @@ fn torture_child() {
                     keep_last: Some(2),
                     ..PrunePolicy::default()
                 })
+                .unwrap();
+        }
+        if (i + spread).is_multiple_of(13) {
+            // A 70 KiB state goes to the log; its checkpoint, too large for
+            // the journal, is published by its own synced protocol with its
+            // entry in the audit intent.
+            store
+                .save(
+                    "big",
+                    serde_json::json!({"i": i, "pad": "b".repeat(70_000)}),
+                    None,
+                )
+                .unwrap();
+            store
+                .create_checkpoint(NewCheckpoint {
+                    workflow: "big".into(),
+                    ..NewCheckpoint::default()
+                })
+                .unwrap();
+        }
+        if (i + spread).is_multiple_of(47) {
+            // A state of 1 MiB or more replaces the base (audit intent).
+            store
+                .save(
+                    "huge",
+                    serde_json::json!({"i": i, "pad": "h".repeat(1 << 20)}),
+                    None,
+                )
                 .unwrap();
         }
         if i.is_multiple_of(11) {
@@ -259,6 +292,34 @@ fn sigkill_at_random_moments_never_leaves_an_unhealthy_store() {
     assert!(
         store.load("restored").unwrap().generation > 1,
         "restores were made"
+    );
+    // Of the large checkpoints (never pruned): exactly those that exist
+    // were audited as created.
+    let mut big: Vec<String> = checkpoints
+        .list(&ListQuery {
+            workflow: Some("big".into()),
+            phase: None,
+            limit: usize::MAX,
+            before: None,
+        })
+        .unwrap()
+        .into_iter()
+        .map(|entry| entry.id)
+        .collect();
+    let mut created = created_in("big");
+    big.sort();
+    created.sort();
+    assert!(!big.is_empty(), "large checkpoints were made");
+    assert_eq!(big, created, "one audit entry per large checkpoint");
+    let huge = store.load("huge").expect("states of 1 MiB were saved");
+    eprintln!(
+        "torture: pruned workflow {} checkpoints left, {} pruned; restored workflow at \
+         generation {}; {} large checkpoints; 1 MiB state at generation {}",
+        existing.len(),
+        pruned.len(),
+        store.load("restored").unwrap().generation,
+        big.len(),
+        huge.generation
     );
     assert!(last_ack > kills as u64 / 4, "the loop made progress");
 }
