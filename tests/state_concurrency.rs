@@ -16,6 +16,7 @@ fn save_loop_child() {
     let Ok(store) = std::env::var("WFSTATE_TEST_SAVE_LOOP") else {
         return; // only does something when the kill test starts it
     };
+    common::report_panics_on_stdout();
     let store = Store::open(store.as_ref(), StoreOptions::default()).unwrap();
     let mut out = std::io::stdout().lock();
     loop {
@@ -47,7 +48,10 @@ fn sigkill_during_saves_leaves_the_acknowledged_generation_or_the_next() {
         std::thread::sleep(Duration::from_micros(2_000 + rng.below(40_000)));
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
-        let acks = reader.join().unwrap();
+        let acks = reader
+            .join()
+            .unwrap()
+            .unwrap_or_else(|why| panic!("round {round}: the child failed: {why}"));
         if let Some(&g) = acks.last() {
             last_ack = g;
         }

@@ -352,14 +352,38 @@ pub fn all_files(root: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     out
 }
 
+/// What a child started by [`spawn_acking_child`] printed before it died:
+/// the numbers it acknowledged, or why it failed.
+pub type ChildOutput = Result<Vec<u64>, String>;
+
+/// Marks the line on which a child reports a panic (see
+/// [`report_panics_on_stdout`]).
+const CHILD_FAILED: &str = "CHILD FAILED: ";
+
+/// In a child: a panic (an operation that returned an error) is written to
+/// stdout, where [`spawn_acking_child`] reads it, so that a child that
+/// fails is not taken for one that was killed.
+pub fn report_panics_on_stdout() {
+    std::panic::set_hook(Box::new(|info| {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(
+            out,
+            "\n{CHILD_FAILED}{}",
+            info.to_string().replace('\n', " ")
+        );
+        let _ = out.flush();
+    }));
+}
+
 /// Starts this test binary again running only `child_test` (with `env`
 /// set), and collects the numbers it prints as `ACK <n>` lines until it
-/// dies. libtest prints "test name ... " without a newline first, so the
-/// marker may sit mid-line.
+/// dies, or the failure it reports. libtest prints "test name ... "
+/// without a newline first, so the marker may sit mid-line.
 pub fn spawn_acking_child(
     child_test: &str,
     env: (&str, &Path),
-) -> (std::process::Child, std::thread::JoinHandle<Vec<u64>>) {
+) -> (std::process::Child, std::thread::JoinHandle<ChildOutput>) {
     use std::io::BufRead;
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([child_test, "--exact", "--nocapture", "--test-threads=1"])
@@ -373,11 +397,14 @@ pub fn spawn_acking_child(
         let mut acks = Vec::new();
         for line in std::io::BufReader::new(stdout).lines() {
             let Ok(line) = line else { break };
+            if let Some(at) = line.find(CHILD_FAILED) {
+                return Err(line[at + CHILD_FAILED.len()..].to_string());
+            }
             if let Some(at) = line.find("ACK ") {
                 acks.push(line[at + 4..].trim().parse::<u64>().unwrap());
             }
         }
-        acks
+        Ok(acks)
     });
     (child, reader)
 }
