@@ -14,9 +14,37 @@ mod common;
 use common::Rng;
 use std::io::Write;
 use std::time::Duration;
-use wfstate::checkpoint::{ListContent, ListQuery, NewCheckpoint, PrunePolicy};
+use wfstate::checkpoint::{CheckpointBackend, ListContent, ListQuery, NewCheckpoint, PrunePolicy};
 use wfstate::health::Status;
 use wfstate::{Store, StoreOptions};
+
+/// A checkpoint of `workflow`, from its current state.
+fn checkpoint(store: &Store, workflow: &str) {
+    store
+        .create_checkpoint(NewCheckpoint {
+            workflow: workflow.into(),
+            ..NewCheckpoint::default()
+        })
+        .unwrap();
+}
+
+/// The ids of `workflow`'s checkpoints, each of which must verify.
+fn listed_ids(checkpoints: &dyn CheckpointBackend, workflow: &str) -> Vec<String> {
+    checkpoints
+        .list(&ListQuery {
+            workflow: Some(workflow.into()),
+            phase: None,
+            limit: usize::MAX,
+            before: None,
+        })
+        .unwrap()
+        .into_iter()
+        .map(|entry| {
+            assert!(matches!(entry.content, ListContent::Ok { .. }), "{entry:?}");
+            entry.id
+        })
+        .collect()
+}
 
 /// Child side: loops forever, acknowledging each durable step on stdout.
 #[test]
@@ -43,12 +71,7 @@ fn torture_child() {
         writeln!(out, "ACK {}", doc.data["n"]).unwrap();
         out.flush().unwrap();
         if i.is_multiple_of(3) {
-            store
-                .create_checkpoint(NewCheckpoint {
-                    workflow: "counter".into(),
-                    ..NewCheckpoint::default()
-                })
-                .unwrap();
+            checkpoint(&store, "counter");
         }
         if i.is_multiple_of(5) {
             // A first generation replaces no log record: it is committed by
@@ -65,12 +88,7 @@ fn torture_child() {
                 .unwrap();
         }
         if i.is_multiple_of(7) {
-            store
-                .create_checkpoint(NewCheckpoint {
-                    workflow: "pruned".into(),
-                    ..NewCheckpoint::default()
-                })
-                .unwrap();
+            checkpoint(&store, "pruned");
         }
         if i.is_multiple_of(21) {
             // Removes files, with its entry in the audit intent.
@@ -95,12 +113,7 @@ fn torture_child() {
                     None,
                 )
                 .unwrap();
-            store
-                .create_checkpoint(NewCheckpoint {
-                    workflow: "big".into(),
-                    ..NewCheckpoint::default()
-                })
-                .unwrap();
+            checkpoint(&store, "big");
         }
         if (i + spread).is_multiple_of(47) {
             // A state of 1 MiB or more replaces the base (audit intent).
@@ -122,12 +135,7 @@ fn torture_child() {
                     store
                         .save("restored", serde_json::json!({"v": i}), None)
                         .unwrap();
-                    store
-                        .create_checkpoint(NewCheckpoint {
-                            workflow: "restored".into(),
-                            ..NewCheckpoint::default()
-                        })
-                        .unwrap();
+                    checkpoint(&store, "restored");
                 }
             }
         }
@@ -250,10 +258,9 @@ fn sigkill_at_random_moments_never_leaves_an_unhealthy_store() {
         );
     }
     // And every checkpoint has exactly one creation entry, none more.
+    let creations = audit.read(Some("checkpoint_create"), None).unwrap();
     let created_in = |workflow: &str| -> Vec<String> {
-        audit
-            .read(Some("checkpoint_create"), None)
-            .unwrap()
+        creations
             .iter()
             .filter(|e| e.data["workflow"] == workflow)
             .map(|e| e.data["id"].as_str().unwrap().to_string())
@@ -268,20 +275,7 @@ fn sigkill_at_random_moments_never_leaves_an_unhealthy_store() {
     assert_eq!(created, lineage, "one audit entry per checkpoint");
     // Of the pruned workflow: whatever exists was audited as created, and
     // whatever was created and is gone was audited as pruned.
-    let existing: Vec<String> = checkpoints
-        .list(&ListQuery {
-            workflow: Some("pruned".into()),
-            phase: None,
-            limit: usize::MAX,
-            before: None,
-        })
-        .unwrap()
-        .into_iter()
-        .map(|entry| {
-            assert!(matches!(entry.content, ListContent::Ok { .. }), "{entry:?}");
-            entry.id
-        })
-        .collect();
+    let existing = listed_ids(checkpoints, "pruned");
     let created = created_in("pruned");
     let pruned: Vec<String> = audit
         .read(Some("checkpoint_prune"), None)
@@ -309,17 +303,7 @@ fn sigkill_at_random_moments_never_leaves_an_unhealthy_store() {
     );
     // Of the large checkpoints (never pruned): exactly those that exist
     // were audited as created.
-    let mut big: Vec<String> = checkpoints
-        .list(&ListQuery {
-            workflow: Some("big".into()),
-            phase: None,
-            limit: usize::MAX,
-            before: None,
-        })
-        .unwrap()
-        .into_iter()
-        .map(|entry| entry.id)
-        .collect();
+    let mut big = listed_ids(checkpoints, "big");
     let mut created = created_in("big");
     big.sort();
     created.sort();
