@@ -702,7 +702,7 @@ impl AuditLog {
             Ok(durable::ReadOutcome::Missing) => return Ok(None),
             Err(Error::TooLarge { size, limit, .. }) => {
                 return Ok(Some(format!(
-                    "{size} bytes, more than an intent can hold ({limit})"
+                    "{size}, more than an intent can hold ({limit})"
                 )));
             }
             // Not a regular file (a symlink, a folder), or unreadable.

@@ -18,7 +18,7 @@
 //! fsync is never retried: after an fsync error Linux may have dropped the
 //! dirty pages and a second fsync would report success for data that is gone.
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Size};
 use rustix::fs::FileType;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Read, Write};
@@ -621,7 +621,7 @@ pub fn open_for_reading(path: &Path, limit: u64) -> Result<Option<(File, u64)>> 
     if len > limit {
         return Err(Error::TooLarge {
             what: path.display().to_string(),
-            size: len,
+            size: Size::Exactly(len),
             limit,
         });
     }
@@ -640,9 +640,10 @@ pub fn read_file(path: &Path, limit: u64) -> Result<ReadOutcome> {
         .read_to_end(&mut bytes)
         .map_err(|e| Error::io("read", path, e))?;
     if bytes.len() as u64 > limit {
+        // The file grew after it was measured; it was read only this far.
         return Err(Error::TooLarge {
             what: path.display().to_string(),
-            size: bytes.len() as u64,
+            size: Size::AtLeast(bytes.len() as u64),
             limit,
         });
     }
@@ -909,7 +910,7 @@ mod tests {
             matches!(
                 err,
                 Error::TooLarge {
-                    size: 10,
+                    size: Size::Exactly(10),
                     limit: 5,
                     ..
                 }

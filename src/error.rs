@@ -5,6 +5,24 @@ use std::io;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// How large a refused document was. A stream (stdin, or a document being
+/// written out) is read only until it passes the limit, so its size is
+/// known only to be at least what was read by then.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Size {
+    Exactly(u64),
+    AtLeast(u64),
+}
+
+impl std::fmt::Display for Size {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Size::Exactly(n) => write!(f, "{n} bytes"),
+            Size::AtLeast(n) => write!(f, "at least {n} bytes"),
+        }
+    }
+}
+
 /// Result alias used throughout the crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -57,8 +75,12 @@ pub enum Error {
     LockMisuse { lock: String, problem: String },
 
     /// A document larger than the configured limit.
-    #[error("{what} is {size} bytes, over the limit of {limit} bytes")]
-    TooLarge { what: String, size: u64, limit: u64 },
+    #[error("{what} is {size}, over the limit of {limit} bytes")]
+    TooLarge {
+        what: String,
+        size: Size,
+        limit: u64,
+    },
 
     /// The database backend failed or could not be reached. `op` names
     /// the operation; `location` the server and database (never a

@@ -15,7 +15,7 @@ use crate::checkpoint::CheckpointBackend;
 use crate::checkpoint::files::FileCheckpoints;
 use crate::clock;
 use crate::durable::{self, ReadOutcome, TEMP_MARKER};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Size};
 use crate::health::HealthReport;
 use crate::lock::{LockGuard, LockManager, NamedLocks, Notice, WaitNotice};
 use crate::name::validate_name;
@@ -387,10 +387,13 @@ impl FileBackend {
             {
                 Err(Error::TooLarge {
                     what: format!("state of workflow {workflow:?}"),
-                    size: source
-                        .into_inner()
-                        .and_then(|e| e.downcast::<OverLimit>().ok())
-                        .map_or(limit + 1, |o| o.0),
+                    // Writing stopped as soon as the document passed the limit.
+                    size: Size::AtLeast(
+                        source
+                            .into_inner()
+                            .and_then(|e| e.downcast::<OverLimit>().ok())
+                            .map_or(limit + 1, |o| o.0),
+                    ),
                     limit,
                 })
             }

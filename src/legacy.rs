@@ -159,7 +159,7 @@ fn read_bytes(path: &Path) -> Result<std::result::Result<Vec<u8>, String>> {
         }),
         Err(Error::Integrity { problem, .. }) => Ok(Err(problem)),
         Err(Error::TooLarge { size, limit, .. }) => {
-            Ok(Err(format!("{size} bytes, over the {limit}-byte limit")))
+            Ok(Err(format!("{size}, over the {limit}-byte limit")))
         }
         Err(e) => Err(e),
     }

@@ -35,7 +35,7 @@ mod state_cache;
 mod state_log;
 pub mod store;
 
-pub use error::{Error, Result};
+pub use error::{Error, Result, Size};
 pub use lock::{LockGuard, LockManager, LockMode};
 pub use name::{MAX_NAME_LEN, validate_name};
 pub use state::{STATE_FORMAT, SavedVersion, StateDoc};

@@ -386,3 +386,48 @@ fn the_readme_run_command_selects_the_cli() {
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
     assert!(readme.contains("cargo run --release -- demo"));
 }
+
+#[test]
+fn an_oversized_document_is_refused_with_its_true_size_and_the_state_is_untouched() {
+    let s = Scratch::new();
+    ok(&s.run_with_stdin(&["state", "set", "wf", "-"], br#"{"n": 1}"#));
+    let limit = wfstate::store::DEFAULT_MAX_STATE_BYTES;
+
+    // A file says how large it is: the message gives that size, not how
+    // far a read went (the file is sparse, so nothing is read at all).
+    let input = s.dir.path().join("huge.json");
+    std::fs::File::create(&input)
+        .unwrap()
+        .set_len(limit + 1_000_000)
+        .unwrap();
+    let out = s.run(&["state", "set", "wf", "--file", input.to_str().unwrap()]);
+    assert_eq!(code(&out), 1, "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "{} is {} bytes, over the limit of {limit} bytes",
+            input.display(),
+            limit + 1_000_000
+        )),
+        "{err}"
+    );
+
+    // Stdin is read only until it passes the limit, and says so.
+    let out = s.run_with_stdin(
+        &["state", "set", "wf", "-"],
+        &vec![b' '; limit as usize + 1],
+    );
+    assert_eq!(code(&out), 1, "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "stdin is at least {} bytes, over the limit of {limit} bytes",
+            limit + 1
+        )),
+        "{err}"
+    );
+
+    let meta = stdout_json(&s.run(&["--json", "state", "get", "wf"]));
+    assert_eq!(meta["generation"], 1);
+    assert_eq!(meta["data"], json!({"n": 1}));
+}

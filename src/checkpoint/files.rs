@@ -36,7 +36,7 @@ use super::{
 use crate::audit::{AuditLog, Carrier, Evidence};
 use crate::clock;
 use crate::durable::{self, FileId, ReadOutcome};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Size};
 use crate::file_store::{after_the_change, unaudited};
 use crate::id;
 use crate::lock::{LockGuard, LockManager};
@@ -879,7 +879,7 @@ impl CheckpointBackend for FileCheckpoints {
         if bytes.len() as u64 > self.max_bytes {
             return Err(Error::TooLarge {
                 what: format!("checkpoint of workflow {workflow:?}"),
-                size: bytes.len() as u64,
+                size: Size::Exactly(bytes.len() as u64),
                 limit: self.max_bytes,
             });
         }

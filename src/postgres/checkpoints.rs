@@ -10,7 +10,7 @@ use crate::checkpoint::{
     require_rule, select_for_pruning, validate_id,
 };
 use crate::clock;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Size};
 use crate::id;
 use crate::name::validate_name;
 use std::collections::HashSet;
@@ -153,7 +153,7 @@ impl CheckpointBackend for PgCheckpoints {
                 if bytes.len() as u64 > self.max_bytes {
                     return Err(Error::TooLarge {
                         what: format!("checkpoint of workflow {workflow:?}"),
-                        size: bytes.len() as u64,
+                        size: Size::Exactly(bytes.len() as u64),
                         limit: self.max_bytes,
                     }
                     .into());

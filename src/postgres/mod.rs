@@ -30,7 +30,7 @@ mod locks;
 use crate::audit::{self, AuditEntry, AuditTrail, VerifyReport};
 use crate::checkpoint::CheckpointBackend;
 use crate::clock;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Size};
 use crate::health::HealthReport;
 use crate::lock::NamedLocks;
 use crate::name::validate_name;
@@ -753,7 +753,7 @@ impl PgBackend {
         if document.len() as u64 > self.options.max_state_bytes {
             return Err(Error::TooLarge {
                 what: format!("state of workflow {workflow:?}"),
-                size: document.len() as u64,
+                size: Size::Exactly(document.len() as u64),
                 limit: self.options.max_state_bytes,
             });
         }
@@ -805,7 +805,7 @@ impl PgBackend {
         if bytes.len() as u64 > self.options.max_state_bytes {
             return Err(Error::TooLarge {
                 what: format!("state of workflow {workflow:?}"),
-                size: bytes.len() as u64,
+                size: Size::Exactly(bytes.len() as u64),
                 limit: self.options.max_state_bytes,
             }
             .into());

@@ -17,7 +17,7 @@ use wfstate::lock::{LockRequest, Notice, Recording, WaitNotice};
 use wfstate::pointer::{self, Edit};
 use wfstate::store::{self, DEFAULT_MAX_STATE_BYTES};
 use wfstate::{
-    Error, InitOutcome, LockMode, STORE_DIR_NAME, SavedVersion, StateDoc, Store, StoreOptions,
+    Error, InitOutcome, LockMode, STORE_DIR_NAME, SavedVersion, Size, StateDoc, Store, StoreOptions,
 };
 
 const AFTER_HELP: &str = "\
@@ -960,10 +960,19 @@ fn parse_incr(arg: &str) -> wfstate::Result<Edit> {
 fn read_document(file: Option<&Path>) -> wfstate::Result<(String, String)> {
     let limit = DEFAULT_MAX_STATE_BYTES;
     let (label, mut reader): (String, Box<dyn Read>) = match file {
-        Some(path) => (
-            path.display().to_string(),
-            Box::new(std::fs::File::open(path).map_err(|e| Error::io("open", path, e))?),
-        ),
+        Some(path) => {
+            let file = std::fs::File::open(path).map_err(|e| Error::io("open", path, e))?;
+            // A regular file says how large it is: refuse it unread.
+            let meta = file.metadata().map_err(|e| Error::io("stat", path, e))?;
+            if meta.is_file() && meta.len() > limit {
+                return Err(Error::TooLarge {
+                    what: path.display().to_string(),
+                    size: Size::Exactly(meta.len()),
+                    limit,
+                });
+            }
+            (path.display().to_string(), Box::new(file))
+        }
         None => {
             if std::io::stdin().is_terminal() {
                 eprintln!("wfstate: reading the JSON document from stdin (end with Ctrl-D)");
@@ -977,9 +986,10 @@ fn read_document(file: Option<&Path>) -> wfstate::Result<(String, String)> {
         .read_to_end(&mut bytes)
         .map_err(|e| Error::io("read", &label, e))?;
     if bytes.len() as u64 > limit {
+        // Read only until it passed the limit (stdin, a pipe, a growing file).
         return Err(Error::TooLarge {
             what: label,
-            size: bytes.len() as u64,
+            size: Size::AtLeast(bytes.len() as u64),
             limit,
         });
     }
