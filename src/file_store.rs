@@ -54,6 +54,12 @@ impl FileBackend {
     /// Creates the store layout at `root`. The format marker is written
     /// last, so a crash mid-init leaves a folder that init accepts again.
     pub fn init(root: &Path) -> Result<InitOutcome> {
+        if let Some(kind) = plain_file_kind(root) {
+            return Err(Error::InvalidInput(format!(
+                "cannot create a store at {}: it is {kind}, not a folder",
+                root.display()
+            )));
+        }
         if root.exists() {
             durable::require_real_dir(root)?;
             if root.join(FORMAT_FILE).exists() {
@@ -81,6 +87,13 @@ impl FileBackend {
     }
 
     pub fn open(root: &Path, options: StoreOptions) -> Result<FileBackend> {
+        if let Some(kind) = plain_file_kind(root) {
+            return Err(Error::StoreNotFound(format!(
+                "{} is {kind}, not a wfstate store folder (name the store folder itself \
+                 with --store DIR or WFSTATE_STORE)",
+                root.display()
+            )));
+        }
         durable::require_real_dir(root).map_err(|e| match e {
             Error::Io { source, .. } if source.kind() == io::ErrorKind::NotFound => {
                 Error::StoreNotFound(format!(
@@ -666,6 +679,22 @@ impl Backend for FileBackend {
         }
         names.sort();
         Ok(names)
+    }
+}
+
+/// What the path named as the store folder is, when it is neither a folder
+/// nor a symlink: a mistyped `--store` (a regular file, a device), not damage
+/// to a store. (A symlink is refused as an integrity error, like every
+/// symlink where a store's own file belongs: DESIGN section 2.)
+fn plain_file_kind(root: &Path) -> Option<&'static str> {
+    let meta = std::fs::symlink_metadata(root).ok()?;
+    let kind = meta.file_type();
+    if kind.is_dir() || kind.is_symlink() {
+        None
+    } else if kind.is_file() {
+        Some("a regular file")
+    } else {
+        Some("a special file (a device, FIFO or socket)")
     }
 }
 

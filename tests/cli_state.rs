@@ -431,3 +431,38 @@ fn an_oversized_document_is_refused_with_its_true_size_and_the_state_is_untouche
     assert_eq!(meta["generation"], 1);
     assert_eq!(meta["data"], json!({"n": 1}));
 }
+
+#[test]
+fn a_store_path_that_names_a_plain_file_is_not_a_store_and_the_file_is_untouched() {
+    let s = Scratch::new();
+    let file = s.dir.path().join("notes.txt");
+    std::fs::write(&file, b"not a store\n").unwrap();
+    let run = |args: &[&str]| {
+        std::process::Command::new(common::BIN)
+            .arg("--store")
+            .arg(&file)
+            .args(args)
+            .env_remove("WFSTATE_STORE")
+            .output()
+            .unwrap()
+    };
+    // A mistyped --store is no store (exit 1), not damage to one (exit 3).
+    let out = run(&["state", "list"]);
+    assert_eq!(code(&out), 1, "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "{} is a regular file, not a wfstate store folder",
+            file.display()
+        )),
+        "{err}"
+    );
+    let out = run(&["init"]);
+    assert_eq!(code(&out), 2, "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("it is a regular file, not a folder"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(read(&file), b"not a store\n");
+}
