@@ -44,6 +44,7 @@ conformance!(
     every_change_is_audited_in_one_valid_chain,
     concurrent_writers_keep_one_audit_chain,
     a_busy_lock_times_out_with_exit_5_and_codes_pass_through,
+    timeouts_too_long_for_a_clock_are_refused_or_wait_for_the_release,
     shared_holders_coexist_and_an_exclusive_waiter_gets_the_lock_after_the_last,
     a_sigkilled_holder_frees_its_lock_within_a_second,
     lock_status_shows_recorded_holders,
@@ -320,6 +321,46 @@ fn a_busy_lock_times_out_with_exit_5_and_codes_pass_through(s: &Scratch) {
     ok(&s.run(&["lock", "run", "res", "--timeout", "10", "--", "true"]));
     let out = s.run(&["lock", "run", "res", "--", "sh", "-c", "exit 7"]);
     assert_eq!(code(&out), 7, "CMD's exit code passes through");
+}
+
+fn timeouts_too_long_for_a_clock_are_refused_or_wait_for_the_release(s: &Scratch) {
+    // More seconds than a `Duration` holds: a usage error, not a panic.
+    for huge in ["1e100", "inf", "NaN"] {
+        let out = s.run(&["lock", "run", "res", "--timeout", huge, "--", "true"]);
+        assert_eq!(code(&out), 2, "--timeout {huge}: {}", text(&out.stderr));
+        let err = text(&out.stderr);
+        assert!(err.contains("--timeout must be"), "{err}");
+    }
+    // Timeouts a `Duration` holds but the backend's clock cannot: now +
+    // 1e19 s is past the end of the monotonic clock, and 3e6 s (35 days) is
+    // past the longest `lock_timeout` PostgreSQL accepts. A waiter behind a
+    // holder waits for the release either way.
+    let release = s.dir.path().join("release");
+    for long in ["1e19", "3e6"] {
+        let _ = std::fs::remove_file(&release);
+        let mut holder = lock_run(s, &["--no-inherit"], &wait_for_file(&release))
+            .spawn()
+            .unwrap();
+        wait_until("held", || lock_status(s, "res")["state"] == "exclusive");
+        let ran = s.dir.path().join("ran");
+        let _ = std::fs::remove_file(&ran);
+        let waiter = lock_run(
+            s,
+            &["--timeout", long],
+            &format!("touch '{}'", ran.display()),
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+        assert!(!ran.exists(), "--timeout {long}: the waiter must wait");
+        std::fs::write(&release, b"").unwrap();
+        holder.wait().unwrap();
+        let out = waiter.wait_with_output().unwrap();
+        assert_eq!(code(&out), 0, "--timeout {long}: {}", text(&out.stderr));
+        assert!(ran.exists());
+    }
 }
 
 fn shared_holders_coexist_and_an_exclusive_waiter_gets_the_lock_after_the_last(s: &Scratch) {

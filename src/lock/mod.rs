@@ -764,7 +764,8 @@ fn acquire(
             let _ = tx.send(locked);
         })
         .map_err(|e| Error::io("spawn lock waiter", &id.path, e))?;
-    let deadline = timeout.map(|t| started + t);
+    // A deadline too far away for an `Instant` is never reached: no deadline.
+    let deadline = timeout.and_then(|t| started.checked_add(t));
     let wait_until = |until: Option<Instant>| match until {
         Some(t) => rx.recv_timeout(t.saturating_duration_since(Instant::now())),
         None => rx.recv().map_err(|_| mpsc::RecvTimeoutError::Disconnected),

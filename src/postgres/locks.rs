@@ -29,6 +29,11 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// The longest wait PostgreSQL's `lock_timeout` can express (its maximum,
+/// `INT_MAX` milliseconds, about 24.8 days); longer waits are made of
+/// several.
+const MAX_LOCK_TIMEOUT: Duration = Duration::from_millis(i32::MAX as u64);
+
 pub(crate) struct PgLocks {
     db: Arc<Db>,
 }
@@ -212,6 +217,28 @@ impl PgLocks {
         mode: LockMode,
         limit: Option<Duration>,
     ) -> Result<bool> {
+        let mut left = limit;
+        loop {
+            let this_wait = left.map(|l| l.min(MAX_LOCK_TIMEOUT));
+            if self.wait_once(client, key, mode, this_wait)? {
+                return Ok(true);
+            }
+            left = left.map(|l| l.saturating_sub(this_wait.expect("a limit was set")));
+            if left.is_none_or(|l| l.is_zero()) {
+                return Ok(false);
+            }
+        }
+    }
+
+    /// One wait of at most `limit`, which `lock_timeout` can hold.
+    fn wait_once(
+        &self,
+        client: &mut Client,
+        key: i64,
+        mode: LockMode,
+        limit: Option<Duration>,
+    ) -> Result<bool> {
+        // 0 turns the timeout off: wait until the lock is granted.
         let ms = limit.map_or(0, |l| l.as_millis().max(1));
         let sql = match mode {
             LockMode::Shared => "SELECT pg_advisory_lock_shared($1)",

@@ -483,13 +483,13 @@ fn report_index_repairs(store: &Store) {
 }
 
 pub(crate) fn seconds(value: f64) -> wfstate::Result<Duration> {
-    if value.is_finite() && value >= 0.0 {
-        Ok(Duration::from_secs_f64(value))
-    } else {
-        Err(Error::InvalidInput(format!(
-            "--timeout must be a non-negative number of seconds, got {value}"
-        )))
-    }
+    // Refuses what `Duration` cannot hold (negative, NaN, infinite, or
+    // more than 2^64 seconds) instead of panicking on it.
+    Duration::try_from_secs_f64(value).map_err(|_| {
+        Error::InvalidInput(format!(
+            "--timeout must be a non-negative number of seconds below 2^64, got {value}"
+        ))
+    })
 }
 
 pub(crate) fn open_store(path: &Path, wait: Option<&WaitArgs>) -> wfstate::Result<Store> {
