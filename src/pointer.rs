@@ -21,9 +21,19 @@ impl Edit {
             }
             Edit::Increment { pointer, by } => {
                 let target = slot(doc, pointer)?;
-                let current = match target {
+                // JSON integers here are whatever fits 64 bits, signed or
+                // not: i128 holds every such value and every sum with `by`.
+                let current: i128 = match target {
                     Value::Null => 0,
-                    Value::Number(n) if n.as_i64().is_some() => n.as_i64().expect("checked"),
+                    Value::Number(n) => match n.as_i64().map(i128::from) {
+                        Some(i) => i,
+                        None => n.as_u64().map(i128::from).ok_or_else(|| {
+                            Error::InvalidInput(format!(
+                                "cannot increment {pointer}: it holds {n}, not an integer \
+                                 (or one beyond 64 bits)"
+                            ))
+                        })?,
+                    },
                     other => {
                         return Err(Error::InvalidInput(format!(
                             "cannot increment {pointer}: it holds {}, not an integer",
@@ -31,10 +41,17 @@ impl Edit {
                         )));
                     }
                 };
-                let next = current.checked_add(*by).ok_or_else(|| {
-                    Error::InvalidInput(format!("incrementing {pointer} by {by} overflows"))
-                })?;
-                *target = next.into();
+                let next = current + i128::from(*by);
+                *target = match (i64::try_from(next), u64::try_from(next)) {
+                    (Ok(signed), _) => signed.into(),
+                    (_, Ok(unsigned)) => unsigned.into(),
+                    _ => {
+                        return Err(Error::InvalidInput(format!(
+                            "incrementing {pointer} by {by} overflows (the result {next} \
+                             does not fit 64 bits)"
+                        )));
+                    }
+                };
                 Ok(())
             }
         }
@@ -45,7 +62,7 @@ fn kind_of(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a non-integer number",
+        Value::Number(_) => "a number",
         Value::String(_) => "a string",
         Value::Array(_) => "an array",
         Value::Object(_) => "an object",
@@ -209,8 +226,33 @@ mod tests {
         incr("/n", 41).apply(&mut doc).unwrap();
         assert_eq!(doc["n"], json!(42));
         assert!(incr("/s", 1).apply(&mut doc).is_err());
-        doc["big"] = json!(i64::MAX);
-        assert!(incr("/big", 1).apply(&mut doc).is_err());
+        doc["f"] = json!(1.5);
+        let err = incr("/f", 1).apply(&mut doc).unwrap_err().to_string();
+        assert!(err.contains("it holds 1.5, not an integer"), "{err}");
+    }
+
+    #[test]
+    fn increment_covers_every_64_bit_integer_and_refuses_to_leave_them() {
+        let incr = |p: &str, by| Edit::Increment {
+            pointer: p.into(),
+            by,
+        };
+        let mut doc = json!({"big": i64::MAX, "top": u64::MAX, "low": i64::MIN});
+        // Past i64::MAX the value continues as an unsigned integer...
+        incr("/big", 1).apply(&mut doc).unwrap();
+        assert_eq!(doc["big"], json!(i64::MAX as u64 + 1));
+        // ...and comes back down across the boundary.
+        incr("/big", -2).apply(&mut doc).unwrap();
+        assert_eq!(doc["big"], json!(i64::MAX - 1));
+        incr("/top", -1).apply(&mut doc).unwrap();
+        assert_eq!(doc["top"], json!(u64::MAX - 1));
+        incr("/top", 1).apply(&mut doc).unwrap();
+        for (pointer, by) in [("/top", 1), ("/low", -1)] {
+            let before = doc.clone();
+            let err = incr(pointer, by).apply(&mut doc).unwrap_err().to_string();
+            assert!(err.contains("overflows"), "{err}");
+            assert_eq!(doc, before, "a refused increment changes nothing");
+        }
     }
 
     #[test]
