@@ -605,3 +605,48 @@ fn eight_processes_creating_fifty_checkpoints_each_keep_one_consistent_lineage()
     let index_len = read(&index_file(&s, "wf")).len();
     assert_eq!(index_len, 128 * 401, "header + 400 records");
 }
+
+#[test]
+fn stored_control_characters_are_shown_escaped_in_text_and_kept_in_json() {
+    let s = Scratch::new();
+    set_state(&s, "wf", json!({"phase": "build"}));
+    // A message that would recolour the terminal, retitle it, return the
+    // cursor over the line, and reverse what follows.
+    let hostile = "ok\u{1b}[31mred\u{1b}]0;title\u{7}\rover\u{9b}\u{202e}desrever";
+    let id = create(&s, "wf", &["--message", hostile]);
+    let raw = ['\u{1b}', '\u{7}', '\r', '\u{9b}', '\u{202e}'];
+    for args in [&["checkpoint", "list", "wf"][..], &["resume", "wf"]] {
+        let out = s.run(args);
+        assert_eq!(code(&out), 0, "{args:?}: {}", text(&out.stderr));
+        let shown = text(&out.stdout);
+        assert!(
+            !shown.contains(raw),
+            "{args:?} printed a raw control: {shown:?}"
+        );
+        assert!(
+            shown.contains(r"ok\u{1b}[31mred\u{1b}]0;title\u{7}\u{d}over\u{9b}\u{202e}desrever"),
+            "{args:?}: {shown}"
+        );
+    }
+    // `show` prints the checkpoint as JSON: the same document, with every
+    // such character as a \u escape.
+    let out = s.run(&["checkpoint", "show", &id]);
+    let shown = text(&out.stdout);
+    assert!(
+        !shown.contains(raw),
+        "show printed a raw control: {shown:?}"
+    );
+    assert_eq!(stdout_json(&out)["message"], hostile);
+    // Scripts get the message exactly as stored.
+    let listed = stdout_json(&s.run(&["--json", "checkpoint", "list", "wf"]));
+    assert_eq!(listed[0]["message"], hostile);
+    // Errors on stderr name what they are about the same way.
+    let missing = s.dir.path().join("in\u{1b}[2J.json");
+    let out = s.run(&["state", "set", "wf", "--file", missing.to_str().unwrap()]);
+    assert_eq!(code(&out), 1);
+    let err = text(&out.stderr);
+    assert!(
+        !err.contains('\u{1b}') && err.contains(r"in\u{1b}[2J.json"),
+        "{err:?}"
+    );
+}

@@ -113,7 +113,7 @@ pub fn run(
                     ),
                     ListContent::Corrupt { error } => {
                         corrupt += 1;
-                        eprintln!("wfstate: {error}");
+                        say!("wfstate: {error}");
                         format!("{}  {}  {}  CORRUPT", e.id, e.created_at, e.workflow)
                     }
                 })
@@ -139,7 +139,7 @@ pub fn run(
                 .collect::<Vec<_>>()
                 .join("\n");
             if let Some(stop) = &chain.stopped {
-                eprintln!("wfstate: warning: {}", stop.describe());
+                say!("wfstate: warning: {}", stop.describe());
                 text.push_str(&format!("\n({})", stop.describe()));
             }
             Ok(Outcome::ok(

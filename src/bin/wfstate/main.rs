@@ -1,6 +1,14 @@
 //! The `wfstate` command: argument parsing and output only; everything it
 //! does is a library call.
 
+/// `eprintln!` for text that may hold what someone else stored (a name, a
+/// message, a holder's purpose, a path): shown through [`for_terminal`].
+macro_rules! say {
+    ($($arg:tt)*) => {
+        eprintln!("{}", $crate::for_terminal(&format!($($arg)*)))
+    };
+}
+
 mod checkpoint_cli;
 mod demo;
 
@@ -296,7 +304,7 @@ fn main() -> ExitCode {
         }
         Err(err) => {
             let code = exit_code(&err);
-            eprintln!("wfstate: error: {err}");
+            say!("wfstate: error: {err}");
             if json {
                 let kind = error_kind(&err);
                 println!(
@@ -339,6 +347,92 @@ impl Outcome {
     }
 }
 
+/// Text for a terminal. Control characters other than newline and tab, and
+/// the bidirectional overrides, are shown escaped (`\u{1b}`): text that
+/// someone else stored (a checkpoint message, a lock holder's purpose, a
+/// file name) must not move the cursor, recolour or retitle the terminal,
+/// or reorder what it shows. `--json` output is for programs: it keeps the
+/// text as stored, in JSON's own encoding.
+pub(crate) fn for_terminal(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.contains(hidden_on_terminal) {
+        return text.into();
+    }
+    let mut shown = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if hidden_on_terminal(c) {
+            shown.extend(c.escape_unicode());
+        } else {
+            shown.push(c);
+        }
+    }
+    shown.into()
+}
+
+/// Pretty JSON whose strings escape, as `\uXXXX`, what [`for_terminal`]
+/// hides and JSON itself does not escape (DEL, C1 controls, bidirectional
+/// overrides): still the same JSON document, and safe on a terminal.
+struct TerminalSafeJson<'a>(serde_json::ser::PrettyFormatter<'a>);
+
+impl serde_json::ser::Formatter for TerminalSafeJson<'_> {
+    fn write_string_fragment<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+        fragment: &str,
+    ) -> std::io::Result<()> {
+        let mut rest = fragment;
+        while let Some(at) = rest.find(hidden_on_terminal) {
+            writer.write_all(&rest.as_bytes()[..at])?;
+            let c = rest[at..].chars().next().expect("found at a char boundary");
+            // Every hidden character is in the Basic Multilingual Plane.
+            write!(writer, "\\u{:04x}", c as u32)?;
+            rest = &rest[at + c.len_utf8()..];
+        }
+        writer.write_all(rest.as_bytes())
+    }
+
+    // The layout is PrettyFormatter's.
+    fn begin_array<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.begin_array(w)
+    }
+    fn end_array<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.end_array(w)
+    }
+    fn begin_array_value<W: ?Sized + std::io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        self.0.begin_array_value(w, first)
+    }
+    fn end_array_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.end_array_value(w)
+    }
+    fn begin_object<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.begin_object(w)
+    }
+    fn end_object<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.end_object(w)
+    }
+    fn begin_object_key<W: ?Sized + std::io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        self.0.begin_object_key(w, first)
+    }
+    fn begin_object_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.begin_object_value(w)
+    }
+    fn end_object_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.end_object_value(w)
+    }
+}
+
+fn hidden_on_terminal(c: char) -> bool {
+    (c.is_control() && c != '\n' && c != '\t')
+        || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
 fn print_output(output: &Output, json: bool) {
     use std::io::Write;
     let stdout = std::io::stdout();
@@ -348,10 +442,18 @@ fn print_output(output: &Output, json: bool) {
         (_, true) if output.json.is_null() => Ok(()),
         (_, true) => writeln!(out, "{}", output.json),
         (Text::Plain(text), false) if text.is_empty() => Ok(()),
-        (Text::Plain(text), false) => writeln!(out, "{}", text.trim_end_matches('\n')),
-        (Text::Document(doc), false) => serde_json::to_writer_pretty(&mut out, doc)
-            .map_err(std::io::Error::from)
-            .and_then(|()| writeln!(out)),
+        (Text::Plain(text), false) => {
+            writeln!(out, "{}", for_terminal(text.trim_end_matches('\n')))
+        }
+        (Text::Document(doc), false) => {
+            let mut pretty = serde_json::Serializer::with_formatter(
+                &mut out,
+                TerminalSafeJson(serde_json::ser::PrettyFormatter::new()),
+            );
+            serde::Serialize::serialize(doc, &mut pretty)
+                .map_err(std::io::Error::from)
+                .and_then(|()| writeln!(out))
+        }
     };
     let _ = out.flush();
 }
@@ -474,9 +576,11 @@ fn run(cli: Cli, json: bool, matches: &ArgMatches) -> wfstate::Result<Outcome> {
 fn report_index_repairs(store: &Store) {
     if let Ok(checkpoints) = store.checkpoints() {
         for repair in checkpoints.take_repairs() {
-            eprintln!(
+            say!(
                 "wfstate: checkpoint index of {}: {}; rebuilt it from {} checkpoint file(s)",
-                repair.workflow, repair.problem, repair.checkpoints
+                repair.workflow,
+                repair.problem,
+                repair.checkpoints
             );
         }
     }
@@ -498,7 +602,7 @@ pub(crate) fn open_store(path: &Path, wait: Option<&WaitArgs>) -> wfstate::Resul
         options.lock_timeout = Some(seconds(wait.timeout)?);
     }
     options.on_lock_wait = Some(Arc::new(|notice| {
-        eprintln!("wfstate: {}", notice.describe());
+        say!("wfstate: {}", notice.describe());
     }));
     if let Some(key_file) = std::env::var_os("WFSTATE_AUDIT_KEY_FILE") {
         options.audit_key = Some(AuditLog::read_key_file(Path::new(&key_file))?);
@@ -578,13 +682,14 @@ fn import_outcome(report: &ImportReport, accept_invalid: bool) -> Outcome {
         ));
     }
     for invalid in &report.invalid {
-        eprintln!(
+        say!(
             "wfstate: invalid legacy file {}: {}",
-            invalid.path, invalid.reason
+            invalid.path,
+            invalid.reason
         );
     }
     for conflict in &report.conflicts {
-        eprintln!("wfstate: conflict: {conflict}");
+        say!("wfstate: conflict: {conflict}");
     }
     let mut outcome = Outcome::ok(
         serde_json::to_value(report).expect("serializes"),
@@ -632,7 +737,7 @@ fn run_audit(store: &Store, command: AuditCommand) -> wfstate::Result<Outcome> {
                     ),
                 )),
                 Some(bad) => {
-                    eprintln!(
+                    say!(
                         "wfstate: audit log {} is not valid: line {}: {}",
                         audit.location(),
                         bad.line,
@@ -689,7 +794,7 @@ fn run_lock(path: &Path, command: LockCommand) -> wfstate::Result<Outcome> {
                     .collect::<Vec<_>>()
                     .join(" ")
             });
-            let notify = |notice: &WaitNotice| eprintln!("wfstate: {}", notice.describe());
+            let notify = |notice: &WaitNotice| say!("wfstate: {}", notice.describe());
             let guard = locks.acquire(
                 &name,
                 LockRequest {
@@ -721,13 +826,13 @@ fn run_lock(path: &Path, command: LockCommand) -> wfstate::Result<Outcome> {
             let lost = guard.still_held().err();
             drop(guard);
             if let Some(lost) = &lost {
-                eprintln!("wfstate: error: {lost}");
+                say!("wfstate: error: {lost}");
             }
             let code = match status {
                 Ok(status) if status.success() && lost.is_some() => 1,
                 Ok(status) => exit_status_code(status),
                 Err(e) => {
-                    eprintln!(
+                    say!(
                         "wfstate: error: cannot run {:?}: {e}",
                         command[0].to_string_lossy()
                     );
@@ -801,7 +906,7 @@ fn run_state(
                     }
                     Err(err) => {
                         corrupt += 1;
-                        eprintln!("wfstate: {err}");
+                        say!("wfstate: {err}");
                         text.push_str(&format!("{name}\tCORRUPT\n"));
                         rows.push(json!({"workflow": name, "error": err.to_string()}));
                     }
@@ -975,7 +1080,7 @@ fn read_document(file: Option<&Path>) -> wfstate::Result<(String, String)> {
         }
         None => {
             if std::io::stdin().is_terminal() {
-                eprintln!("wfstate: reading the JSON document from stdin (end with Ctrl-D)");
+                say!("wfstate: reading the JSON document from stdin (end with Ctrl-D)");
             }
             ("stdin".to_string(), Box::new(std::io::stdin()))
         }
