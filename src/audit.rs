@@ -41,6 +41,9 @@ use std::time::Duration;
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 /// Shortest key accepted for the keyed mode.
 pub const MIN_KEY_LEN: usize = 16;
+/// The longest key file read: far more than any HMAC key needs (64 bytes
+/// already fill SHA-256's block), and a bound on what a wrong name costs.
+pub const MAX_KEY_LEN: usize = 4096;
 const ALG_PLAIN: &str = "sha256";
 const ALG_KEYED: &str = "hmac-sha256";
 const REDACTED: &str = "[REDACTED]";
@@ -412,7 +415,19 @@ impl AuditLog {
     /// Reads a key file for the keyed mode (at least 16 bytes; a trailing
     /// newline is not part of the key).
     pub fn read_key_file(path: &Path) -> Result<Vec<u8>> {
-        let mut key = std::fs::read(path).map_err(|e| Error::io("read audit key", path, e))?;
+        use std::io::Read;
+        // Read with a bound: the name may be a device or a pipe that never
+        // ends (`/dev/zero`), which must be refused, not read forever.
+        let mut key = Vec::new();
+        std::fs::File::open(path)
+            .and_then(|file| file.take(MAX_KEY_LEN as u64 + 1).read_to_end(&mut key))
+            .map_err(|e| Error::io("read audit key", path, e))?;
+        if key.len() > MAX_KEY_LEN {
+            return Err(Error::InvalidInput(format!(
+                "audit key in {} is more than {MAX_KEY_LEN} bytes: not a key file",
+                path.display()
+            )));
+        }
         while key.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
             key.pop();
         }
