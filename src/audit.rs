@@ -536,9 +536,46 @@ impl AuditLog {
         self.path.with_file_name("audit.pointer")
     }
 
-    fn read_pointer(&self) -> Option<Pointer> {
-        let bytes = std::fs::read(self.pointer_path()).ok()?;
-        serde_json::from_slice(&bytes).ok()
+    /// The pointer, if there is one that parses (one that does not is
+    /// rewritten by the recovery at the next open). Anything but a regular
+    /// file of at most [`POINTER_LEN`] bytes is damage: an integrity error,
+    /// and nothing is read through it (a symlink to `/dev/zero` would
+    /// otherwise be read forever).
+    fn read_pointer(&self) -> Result<Option<Pointer>> {
+        let path = self.pointer_path();
+        match durable::read_file(&path, POINTER_LEN as u64) {
+            Ok(durable::ReadOutcome::Found(bytes)) => Ok(serde_json::from_slice(&bytes).ok()),
+            Ok(durable::ReadOutcome::Missing) => Ok(None),
+            Err(Error::TooLarge { size, .. }) => Err(Error::integrity(
+                &path,
+                format!("{size}, more than a pointer holds ({POINTER_LEN})"),
+            )),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// What is wrong with `audit.pointer`, if it is damage that
+    /// [`Self::read_pointer`] refuses: `health` reports it, and `--repair`
+    /// moves it aside (the next open then rebuilds it as after a reboot).
+    pub(crate) fn pointer_problem(&self) -> Result<Option<String>> {
+        match self.read_pointer() {
+            Ok(_) => Ok(None),
+            Err(Error::Integrity { problem, .. }) => Ok(Some(problem)),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Moves an `audit.pointer` that `pointer_problem` rejects into the
+    /// folder `to`, under the audit lock. Returns the new path, or `None`
+    /// if the file was fine or gone by then.
+    pub(crate) fn quarantine_bad_pointer(&self, to: &Path, root: &Path) -> Result<Option<PathBuf>> {
+        let _guard = self.lock()?;
+        if self.pointer_problem()?.is_none() {
+            return Ok(None);
+        }
+        let target = to.join("audit.pointer");
+        durable::move_file(&self.pointer_path(), &target, root)?;
+        Ok(Some(target))
     }
 
     fn pointer_bytes(pointer: &Pointer) -> Vec<u8> {
@@ -571,7 +608,7 @@ impl AuditLog {
                 kept.pointer_checked = false;
             }
         }
-        let pointer = self.read_pointer();
+        let pointer = self.read_pointer()?;
         if let Ok(file) = durable::open_for_writes(&path)
             && let Ok((id, _)) = FileId::of_file(&file, &path)
             && Some(id) == now
@@ -721,6 +758,7 @@ impl AuditLog {
                 )));
             }
             // Not a regular file (a symlink, a folder), or unreadable.
+            Err(Error::Integrity { problem, .. }) => return Ok(Some(problem)),
             Err(Error::Io { source, .. }) => return Ok(Some(format!("cannot be read ({source})"))),
             Err(e) => return Err(e),
         };
@@ -986,7 +1024,14 @@ impl AuditLog {
             return Ok(None);
         }
         let boot = durable::boot_id();
-        match self.read_pointer() {
+        // A damaged pointer is left where it is, for `health` to report and
+        // `--repair` to move aside: until then appends refuse (they read
+        // it too) and reads work.
+        let pointer = match self.read_pointer() {
+            Err(Error::Integrity { .. }) => return Ok(None),
+            other => other?,
+        };
+        match pointer {
             Some(p) if p.boot == boot && boot != "unknown" => {
                 let Some(workflow) = p.workflow else {
                     return Ok(None);
@@ -1002,7 +1047,11 @@ impl AuditLog {
             _ => {
                 let _guard = self.lock()?;
                 // Another process may have finished it while we waited.
-                if let Some(p) = self.read_pointer()
+                let pointer = match self.read_pointer() {
+                    Err(Error::Integrity { .. }) => return Ok(None),
+                    other => other?,
+                };
+                if let Some(p) = pointer
                     && p.boot == boot
                     && boot != "unknown"
                 {

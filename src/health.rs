@@ -102,6 +102,9 @@ enum Fix {
     AuditTornLines,
     /// Move an `audit.intent` wfstate did not write to quarantine.
     QuarantineAuditIntent,
+    /// Move a damaged `audit.pointer` (a symlink, a device, oversized) to
+    /// quarantine; the next open rebuilds it as after a reboot.
+    QuarantineAuditPointer,
     /// Name in this repair's audit entry a quarantine batch that no entry
     /// names: what a repair (or an audit recovery) moved before it was
     /// killed.
@@ -408,6 +411,17 @@ impl Checker<'_> {
                 ),
             ));
             self.fixes.push(Fix::QuarantineAuditIntent);
+        }
+        if let Some(why) = audit.pointer_problem()? {
+            problems.push((
+                Status::Error,
+                format!(
+                    "{}: {why}; appends refuse to run until it is moved aside (the next open \
+                     then rebuilds it from the logs, as after a reboot)",
+                    audit.path().with_file_name("audit.pointer").display()
+                ),
+            ));
+            self.fixes.push(Fix::QuarantineAuditPointer);
         }
         // Unparsable lines (torn appends) can be moved aside; entries that
         // parse but do not verify are evidence and stay where they are.
@@ -764,6 +778,17 @@ fn apply(files: &FileBackend, store: &Store, fixes: Vec<Fix>) -> Result<(Vec<Str
                 if let Some(target) = files.audit_log().quarantine_bad_intent(&quarantine, root)? {
                     done.push(format!(
                         "moved the audit intent that wfstate did not write to {}",
+                        target.display()
+                    ));
+                }
+            }
+            Fix::QuarantineAuditPointer => {
+                if let Some(target) = files
+                    .audit_log()
+                    .quarantine_bad_pointer(&quarantine, root)?
+                {
+                    done.push(format!(
+                        "moved the damaged audit pointer to {}",
                         target.display()
                     ));
                 }

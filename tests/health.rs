@@ -407,3 +407,106 @@ fn a_quarantine_batch_no_audit_entry_names_is_reported_then_recorded_once() {
     let entries = stdout_json(&s.run(&["--json", "audit", "log", "--event", "repair"]));
     assert_eq!(entries.as_array().unwrap().len(), 1);
 }
+
+/// The symlinks named `name` anywhere under `dir` (not followed).
+fn symlinks_named(dir: &std::path::Path, name: &str) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let kind = entry.file_type().unwrap();
+        if kind.is_dir() {
+            found.extend(symlinks_named(&entry.path(), name));
+        } else if kind.is_symlink() && entry.file_name() == name {
+            found.push(entry.path());
+        }
+    }
+    found
+}
+
+#[test]
+fn a_symlink_for_the_audit_pointer_is_refused_reported_and_moved_aside() {
+    let s = Scratch::new();
+    ok(&s.run_with_stdin(&["state", "set", "wf", "-"], b"{\"n\": 1}"));
+    ok(&s.run(&["state", "update", "wf", "--incr", "/n"]));
+    let pointer = s.store.join("audit.pointer");
+    let copy = s.dir.path().join("pointer-copy");
+    std::fs::copy(&pointer, &copy).unwrap();
+    // A symlink to a good copy is still not followed; one to /dev/zero
+    // must not be read forever.
+    for (round, target) in [copy.as_path(), std::path::Path::new("/dev/zero")]
+        .into_iter()
+        .enumerate()
+    {
+        let _ = std::fs::remove_file(&pointer);
+        std::os::unix::fs::symlink(target, &pointer).unwrap();
+        let n = 2 + round as i64;
+
+        let out = s.run_bounded(&["state", "get", "wf", "--pointer", "/n"]);
+        assert_eq!(code(&out), 0, "reads go on: {}", text(&out.stderr));
+        assert_eq!(text(&out.stdout).trim(), n.to_string());
+
+        let out = s.run_bounded(&["state", "update", "wf", "--incr", "/n"]);
+        assert_eq!(code(&out), 3, "{}", text(&out.stderr));
+        let err = text(&out.stderr);
+        assert!(
+            err.contains("audit.pointer") && err.contains("symlink"),
+            "{err}"
+        );
+        let out = s.run_bounded(&["state", "get", "wf", "--pointer", "/n"]);
+        assert_eq!(
+            text(&out.stdout).trim(),
+            n.to_string(),
+            "a refused update changes nothing"
+        );
+
+        let (exit, report) = health(&s, false);
+        assert_eq!(exit, 3, "{report:#}");
+        let message = component(&report, "audit")["message"].as_str().unwrap();
+        assert!(message.contains("audit.pointer"), "{message}");
+
+        let (_, repaired) = health(&s, true);
+        assert!(
+            repaired["repairs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r.as_str().unwrap().contains("audit pointer")),
+            "{repaired:#}"
+        );
+        assert_eq!(
+            symlinks_named(&s.store.join("quarantine"), "audit.pointer").len(),
+            round + 1,
+            "the symlink itself is moved aside"
+        );
+
+        ok(&s.run_bounded(&["state", "update", "wf", "--incr", "/n"]));
+        let rebuilt = std::fs::symlink_metadata(&pointer).unwrap();
+        assert!(rebuilt.is_file(), "{rebuilt:?}");
+        ok(&s.run_bounded(&["audit", "verify"]));
+    }
+}
+
+#[test]
+fn a_symlink_for_the_audit_intent_is_reported_and_moved_aside() {
+    let s = Scratch::new();
+    ok(&s.run_with_stdin(&["state", "set", "wf", "-"], b"{\"n\": 1}"));
+    let intent = s.store.join("audit.intent");
+    let copy = s.dir.path().join("intent-copy");
+    std::fs::copy(&intent, &copy).unwrap();
+    std::fs::remove_file(&intent).unwrap();
+    std::os::unix::fs::symlink(&copy, &intent).unwrap();
+
+    let (exit, report) = health(&s, false);
+    assert_eq!(exit, 3, "{report:#}");
+    let message = component(&report, "audit")["message"].as_str().unwrap();
+    assert!(
+        message.contains("audit.intent") && message.contains("symlink"),
+        "{message}"
+    );
+    health(&s, true);
+    assert_eq!(
+        symlinks_named(&s.store.join("quarantine"), "audit.intent").len(),
+        1
+    );
+    let (_, report) = health(&s, false);
+    assert_eq!(component(&report, "audit")["status"], "ok", "{report:#}");
+}

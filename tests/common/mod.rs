@@ -147,6 +147,28 @@ impl Scratch {
         child.wait_with_output().unwrap()
     }
 
+    /// Runs `wfstate --store <store> ARGS...`, killed (failing the test)
+    /// if it has not finished in 20 s: for inputs that once made a command
+    /// read without end, such as a symlink to `/dev/zero`.
+    pub fn run_bounded(&self, args: &[&str]) -> Output {
+        let mut child = self
+            .cmd()
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn wfstate");
+        let started = std::time::Instant::now();
+        while child.try_wait().unwrap().is_none() {
+            if started.elapsed() > std::time::Duration::from_secs(20) {
+                let _ = child.kill();
+                panic!("wfstate {args:?} did not finish in 20 s");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        child.wait_with_output().unwrap()
+    }
+
     pub fn state_file(&self, workflow: &str) -> PathBuf {
         self.store.join("state").join(format!("{workflow}.json"))
     }
