@@ -399,13 +399,28 @@ pub struct LegacyTree {
     pub audit: Option<PathBuf>,
 }
 
+/// The text of `path` if it is at most `limit` bytes of UTF-8; `None` if it
+/// is missing, unreadable, longer or not text.
+fn read_bounded_text(path: &Path, limit: u64) -> Option<String> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|file| file.take(limit + 1).read_to_end(&mut bytes))
+        .ok()?;
+    if bytes.len() as u64 > limit {
+        return None;
+    }
+    String::from_utf8(bytes).ok()
+}
+
 /// Finds the legacy files under `root`, newest layout first.
 pub fn discover(root: &Path) -> Result<LegacyTree> {
     let orch = root.join(".orchestrator");
     let mut tree = LegacyTree::default();
     let mut checkpoint_dirs = Vec::new();
-    let session = std::fs::read_to_string(orch.join("current"))
-        .ok()
+    // The text of `current` is a session id: read with a small bound, so a
+    // name that leads to a device (`/dev/zero`) or a huge file costs nothing.
+    let session = read_bounded_text(&orch.join("current"), 4096)
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty() && !s.contains(['/', '\\']) && s != "." && s != "..");
     if let Some(session) = &session {

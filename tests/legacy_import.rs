@@ -302,6 +302,22 @@ fn a_folder_without_legacy_files_is_an_error() {
 }
 
 #[test]
+fn a_session_pointer_that_never_ends_is_ignored_not_read_forever() {
+    let s = Scratch::new();
+    let project = tempfile::tempdir().unwrap();
+    let orch = project.path().join(".orchestrator");
+    std::fs::create_dir(&orch).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", orch.join("current")).unwrap();
+    let out = s.run_bounded(&["import-legacy", project.path().to_str().unwrap()]);
+    assert_eq!(code(&out), 1, "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("not found"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
 fn the_python_compatible_serializer_matches_python_on_generated_values() {
     let mut rng = Rng::from_env_or_clock("WFSTATE_TEST_SEED");
     let values: Vec<Value> = (0..2000)
