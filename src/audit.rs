@@ -569,12 +569,24 @@ impl AuditLog {
     /// folder `to`, under the audit lock. Returns the new path, or `None`
     /// if the file was fine or gone by then.
     pub(crate) fn quarantine_bad_pointer(&self, to: &Path, root: &Path) -> Result<Option<PathBuf>> {
+        self.quarantine_if(Self::pointer_problem, &self.pointer_path(), to, root)
+    }
+
+    /// Moves `file` into the folder `to` if `problem` still finds one once
+    /// the audit lock is held (a check before it may be stale).
+    fn quarantine_if(
+        &self,
+        problem: fn(&Self) -> Result<Option<String>>,
+        file: &Path,
+        to: &Path,
+        root: &Path,
+    ) -> Result<Option<PathBuf>> {
         let _guard = self.lock()?;
-        if self.pointer_problem()?.is_none() {
+        if problem(self)?.is_none() {
             return Ok(None);
         }
-        let target = to.join("audit.pointer");
-        durable::move_file(&self.pointer_path(), &target, root)?;
+        let target = to.join(file.file_name().expect("a store file has a name"));
+        durable::move_file(file, &target, root)?;
         Ok(Some(target))
     }
 
@@ -775,13 +787,7 @@ impl AuditLog {
     /// writing its intent and making its change). Returns the new path, or
     /// `None` if the file was fine or gone by then.
     pub(crate) fn quarantine_bad_intent(&self, to: &Path, root: &Path) -> Result<Option<PathBuf>> {
-        let _guard = self.lock()?;
-        if self.intent_problem()?.is_none() {
-            return Ok(None);
-        }
-        let target = to.join("audit.intent");
-        durable::move_file(&self.intent_path(), &target, root)?;
-        Ok(Some(target))
+        self.quarantine_if(Self::intent_problem, &self.intent_path(), to, root)
     }
 
     /// The intent's entry and its line, if the change it records took
