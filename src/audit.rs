@@ -33,7 +33,6 @@ use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -1185,16 +1184,10 @@ impl AuditLog {
         )
     }
 
+    /// The log for reading; only a regular file (a symlink, FIFO or device
+    /// in its place is an integrity error). Any length: readers stream it.
     fn open(&self) -> Result<Option<File>> {
-        let opened = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-            .open(&self.path);
-        match opened {
-            Ok(f) => Ok(Some(f)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Error::io("open", &self.path, e)),
-        }
+        Ok(durable::open_for_reading(&self.path, u64::MAX)?.map(|(file, _)| file))
     }
 
     /// The last entry that parses, and whether the file ends with a newline.

@@ -75,7 +75,7 @@ fn os_create_new(path: &Path) -> io::Result<File> {
     let file = OpenOptions::new()
         .write(true)
         .create_new(true) // O_CREAT|O_EXCL: never reuse or follow an existing name
-        .custom_flags(no_follow())
+        .custom_flags(store_open_flags())
         .open(path)?;
     #[cfg(test)]
     sim::record(sim::Op::Create(path.to_path_buf()));
@@ -143,8 +143,12 @@ impl Write for PositionedWriter<'_> {
     }
 }
 
-fn no_follow() -> i32 {
-    rustix::fs::OFlags::NOFOLLOW.bits() as i32
+/// The flags every open of a store file adds. `O_NOFOLLOW`: a symlink is
+/// refused, never followed. `O_NONBLOCK`: a FIFO planted where a store file
+/// belongs opens at once (and the type check refuses it) instead of waiting
+/// for a writer forever; on regular files it changes nothing.
+pub(crate) fn store_open_flags() -> i32 {
+    (rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK).bits() as i32
 }
 
 /// Replaces `target` with the bytes `write` produces, atomically and durably
@@ -235,7 +239,7 @@ pub fn append(path: &Path, bytes: &[u8]) -> Result<()> {
 fn append_to(path: &Path, bytes: &[u8], sync: bool) -> Result<()> {
     let file = OpenOptions::new()
         .write(true)
-        .custom_flags(no_follow())
+        .custom_flags(store_open_flags())
         .open(path)
         .map_err(|e| Error::io("open for append", path, e))?;
     // Positioned writes at the current end: appenders are serialized by the
@@ -369,7 +373,7 @@ fn missing(op: &'static str, path: &Path) -> Error {
 /// that decides what a store file may be. Returns the file's length too.
 fn open_regular(path: &Path, options: &OpenOptions) -> Result<Option<(File, u64)>> {
     let mut options = options.clone();
-    let file = match options.custom_flags(no_follow()).open(path) {
+    let file = match options.custom_flags(store_open_flags()).open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         // ELOOP is how O_NOFOLLOW reports a symlink.
@@ -397,7 +401,7 @@ fn open_regular(path: &Path, options: &OpenOptions) -> Result<Option<(File, u64)
 fn write_at(path: &Path, offset: u64, bytes: &[u8]) -> Result<File> {
     let file = OpenOptions::new()
         .write(true)
-        .custom_flags(no_follow())
+        .custom_flags(store_open_flags())
         .open(path)
         .map_err(|e| Error::io("open for writing", path, e))?;
     write_all_at(&file, path, offset, bytes).map_err(|e| Error::io("write", path, e))?;
@@ -423,7 +427,7 @@ pub fn overwrite_unsynced(path: &Path, bytes: &[u8]) -> Result<()> {
 pub fn sync_file(path: &Path) -> Result<()> {
     let file = OpenOptions::new()
         .read(true)
-        .custom_flags(no_follow())
+        .custom_flags(store_open_flags())
         .open(path)
         .map_err(|e| Error::io("open", path, e))?;
     os_fsync(&file, path, false).map_err(|e| Error::io("fsync", path, e))

@@ -510,3 +510,30 @@ fn a_symlink_for_the_audit_intent_is_reported_and_moved_aside() {
     let (_, report) = health(&s, false);
     assert_eq!(component(&report, "audit")["status"], "ok", "{report:#}");
 }
+
+#[test]
+fn a_fifo_where_a_store_file_belongs_is_an_integrity_error_not_a_wait() {
+    let s = Scratch::new();
+    ok(&s.run_with_stdin(&["state", "set", "wf", "-"], b"{\"n\": 1}"));
+    ok(&s.run_with_stdin(&["state", "set", "other", "-"], b"{\"n\": 1}"));
+    let state = s.state_file("wf");
+    std::fs::remove_file(&state).unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(&state)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    // Opening a FIFO for reading waits for a writer: every command that
+    // read this state used to hang here.
+    let out = s.run_bounded(&["state", "get", "wf"]);
+    assert_eq!(code(&out), 3, "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(err.contains("wf.json") && err.contains("FIFO"), "{err}");
+    let out = s.run_bounded(&["--json", "health"]);
+    assert_eq!(code(&out), 3, "{}", text(&out.stderr));
+    let report = stdout_json(&out);
+    let message = component(&report, "states")["message"].as_str().unwrap();
+    assert!(message.contains("FIFO"), "{message}");
+    // The other workflow is untouched by it.
+    ok(&s.run_bounded(&["state", "update", "other", "--incr", "/n"]));
+}

@@ -133,7 +133,7 @@ impl IndexReader {
     pub fn open(path: &Path) -> Result<std::result::Result<IndexReader, IndexProblem>> {
         let opened = std::fs::OpenOptions::new()
             .read(true)
-            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+            .custom_flags(crate::durable::store_open_flags())
             .open(path);
         let file = match opened {
             Ok(f) => f,

@@ -107,7 +107,7 @@ pub fn status_of(name: &str, lock_path: &Path) -> Result<LockStatus> {
         .expect("lock file names are UTF-8");
     let opened = OpenOptions::new()
         .read(true)
-        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .custom_flags(crate::durable::store_open_flags())
         .open(lock_path);
     let file = match opened {
         Ok(f) => Some(f),
