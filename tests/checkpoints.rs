@@ -650,3 +650,31 @@ fn stored_control_characters_are_shown_escaped_in_text_and_kept_in_json() {
         "{err:?}"
     );
 }
+
+#[test]
+fn a_fifo_named_with_file_is_refused_not_waited_on() {
+    let s = Scratch::new();
+    set_state(&s, "wf", json!({"phase": "build"}));
+    let fifo = s.dir.path().join("pipe");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    // Opening a FIFO for reading waits for a writer; hashing it would too.
+    let out = s.run_bounded(&[
+        "checkpoint",
+        "create",
+        "wf",
+        "--file",
+        fifo.to_str().unwrap(),
+    ]);
+    assert_eq!(code(&out), 2, "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("is not a regular file"),
+        "{}",
+        text(&out.stderr)
+    );
+    let listed = stdout_json(&s.run(&["--json", "checkpoint", "list", "wf"]));
+    assert_eq!(listed, json!([]), "nothing was created");
+}

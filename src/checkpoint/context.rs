@@ -115,7 +115,14 @@ pub fn fingerprint(path: &Path, project_root: &Path) -> Result<FileRecord> {
 }
 
 fn hash_file(path: &Path) -> Result<(u64, String)> {
-    let mut file = std::fs::File::open(path).map_err(|e| Error::io("open", path, e))?;
+    use std::os::unix::fs::OpenOptionsExt;
+    // O_NONBLOCK: a FIFO opens at once, and is refused below, instead of
+    // waiting for a writer (it changes nothing for regular files).
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+        .open(path)
+        .map_err(|e| Error::io("open", path, e))?;
     let meta = file.metadata().map_err(|e| Error::io("stat", path, e))?;
     if !meta.is_file() {
         return Err(Error::InvalidInput(format!(
