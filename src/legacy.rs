@@ -403,8 +403,14 @@ pub struct LegacyTree {
 /// is missing, unreadable, longer or not text.
 fn read_bounded_text(path: &Path, limit: u64) -> Option<String> {
     use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
     let mut bytes = Vec::new();
-    std::fs::File::open(path)
+    // O_NONBLOCK: a FIFO opens (and reads as empty) at once instead of
+    // waiting for a writer; nothing changes for regular files.
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+        .open(path)
         .and_then(|file| file.take(limit + 1).read_to_end(&mut bytes))
         .ok()?;
     if bytes.len() as u64 > limit {

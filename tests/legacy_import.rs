@@ -315,6 +315,15 @@ fn a_session_pointer_that_never_ends_is_ignored_not_read_forever() {
         "{}",
         text(&out.stderr)
     );
+    // A FIFO there, which no one writes, is not waited on either.
+    std::fs::remove_file(orch.join("current")).unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(orch.join("current"))
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let out = s.run_bounded(&["import-legacy", project.path().to_str().unwrap()]);
+    assert_eq!(code(&out), 1, "{}", text(&out.stderr));
 }
 
 #[test]
