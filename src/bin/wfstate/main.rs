@@ -2,15 +2,17 @@
 //! does is a library call.
 
 /// `eprintln!` for text that may hold what someone else stored (a name, a
-/// message, a holder's purpose, a path): shown through [`for_terminal`].
+/// message, a holder's purpose, a path): shown through
+/// [`terminal::for_terminal`].
 macro_rules! say {
     ($($arg:tt)*) => {
-        eprintln!("{}", $crate::for_terminal(&format!($($arg)*)))
+        eprintln!("{}", $crate::terminal::for_terminal(&format!($($arg)*)))
     };
 }
 
 mod checkpoint_cli;
 mod demo;
+mod terminal;
 
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use serde_json::{Value, json};
@@ -347,92 +349,6 @@ impl Outcome {
     }
 }
 
-/// Text for a terminal. Control characters other than newline and tab, and
-/// the bidirectional overrides, are shown escaped (`\u{1b}`): text that
-/// someone else stored (a checkpoint message, a lock holder's purpose, a
-/// file name) must not move the cursor, recolour or retitle the terminal,
-/// or reorder what it shows. `--json` output is for programs: it keeps the
-/// text as stored, in JSON's own encoding.
-pub(crate) fn for_terminal(text: &str) -> std::borrow::Cow<'_, str> {
-    if !text.contains(hidden_on_terminal) {
-        return text.into();
-    }
-    let mut shown = String::with_capacity(text.len() + 16);
-    for c in text.chars() {
-        if hidden_on_terminal(c) {
-            shown.extend(c.escape_unicode());
-        } else {
-            shown.push(c);
-        }
-    }
-    shown.into()
-}
-
-/// Pretty JSON whose strings escape, as `\uXXXX`, what [`for_terminal`]
-/// hides and JSON itself does not escape (DEL, C1 controls, bidirectional
-/// overrides): still the same JSON document, and safe on a terminal.
-struct TerminalSafeJson<'a>(serde_json::ser::PrettyFormatter<'a>);
-
-impl serde_json::ser::Formatter for TerminalSafeJson<'_> {
-    fn write_string_fragment<W: ?Sized + std::io::Write>(
-        &mut self,
-        writer: &mut W,
-        fragment: &str,
-    ) -> std::io::Result<()> {
-        let mut rest = fragment;
-        while let Some(at) = rest.find(hidden_on_terminal) {
-            writer.write_all(&rest.as_bytes()[..at])?;
-            let c = rest[at..].chars().next().expect("found at a char boundary");
-            // Every hidden character is in the Basic Multilingual Plane.
-            write!(writer, "\\u{:04x}", c as u32)?;
-            rest = &rest[at + c.len_utf8()..];
-        }
-        writer.write_all(rest.as_bytes())
-    }
-
-    // The layout is PrettyFormatter's.
-    fn begin_array<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
-        self.0.begin_array(w)
-    }
-    fn end_array<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
-        self.0.end_array(w)
-    }
-    fn begin_array_value<W: ?Sized + std::io::Write>(
-        &mut self,
-        w: &mut W,
-        first: bool,
-    ) -> std::io::Result<()> {
-        self.0.begin_array_value(w, first)
-    }
-    fn end_array_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
-        self.0.end_array_value(w)
-    }
-    fn begin_object<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
-        self.0.begin_object(w)
-    }
-    fn end_object<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
-        self.0.end_object(w)
-    }
-    fn begin_object_key<W: ?Sized + std::io::Write>(
-        &mut self,
-        w: &mut W,
-        first: bool,
-    ) -> std::io::Result<()> {
-        self.0.begin_object_key(w, first)
-    }
-    fn begin_object_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
-        self.0.begin_object_value(w)
-    }
-    fn end_object_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
-        self.0.end_object_value(w)
-    }
-}
-
-fn hidden_on_terminal(c: char) -> bool {
-    (c.is_control() && c != '\n' && c != '\t')
-        || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
-}
-
 fn print_output(output: &Output, json: bool) {
     use std::io::Write;
     let stdout = std::io::stdout();
@@ -443,13 +359,15 @@ fn print_output(output: &Output, json: bool) {
         (_, true) => writeln!(out, "{}", output.json),
         (Text::Plain(text), false) if text.is_empty() => Ok(()),
         (Text::Plain(text), false) => {
-            writeln!(out, "{}", for_terminal(text.trim_end_matches('\n')))
+            writeln!(
+                out,
+                "{}",
+                terminal::for_terminal(text.trim_end_matches('\n'))
+            )
         }
         (Text::Document(doc), false) => {
-            let mut pretty = serde_json::Serializer::with_formatter(
-                &mut out,
-                TerminalSafeJson(serde_json::ser::PrettyFormatter::new()),
-            );
+            let mut pretty =
+                serde_json::Serializer::with_formatter(&mut out, terminal::SafeJson::pretty());
             serde::Serialize::serialize(doc, &mut pretty)
                 .map_err(std::io::Error::from)
                 .and_then(|()| writeln!(out))
