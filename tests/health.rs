@@ -536,4 +536,26 @@ fn a_fifo_where_a_store_file_belongs_is_an_integrity_error_not_a_wait() {
     assert!(message.contains("FIFO"), "{message}");
     // The other workflow is untouched by it.
     ok(&s.run_bounded(&["state", "update", "other", "--incr", "/n"]));
+
+    // The same for the audit log: verification and appends refuse it.
+    let audit = s.store.join("audit.jsonl");
+    let kept = s.dir.path().join("audit.jsonl.kept");
+    std::fs::rename(&audit, &kept).unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(&audit)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    for args in [
+        &["audit", "verify"][..],
+        &["state", "update", "other", "--incr", "/n"],
+    ] {
+        let out = s.run_bounded(args);
+        assert_eq!(code(&out), 3, "{args:?}: {}", text(&out.stderr));
+        let err = text(&out.stderr);
+        assert!(err.contains("audit.jsonl") && err.contains("FIFO"), "{err}");
+    }
+    std::fs::remove_file(&audit).unwrap();
+    std::fs::rename(&kept, &audit).unwrap();
+    ok(&s.run_bounded(&["audit", "verify"]));
 }
