@@ -414,19 +414,17 @@ impl AuditLog {
     /// Reads a key file for the keyed mode (at least 16 bytes; a trailing
     /// newline is not part of the key).
     pub fn read_key_file(path: &Path) -> Result<Vec<u8>> {
-        use std::io::Read;
         // Read with a bound: the name may be a device or a pipe that never
         // ends (`/dev/zero`), which must be refused, not read forever.
-        let mut key = Vec::new();
-        std::fs::File::open(path)
-            .and_then(|file| file.take(MAX_KEY_LEN as u64 + 1).read_to_end(&mut key))
+        let read = std::fs::File::open(path)
+            .and_then(|file| durable::read_at_most(file, MAX_KEY_LEN as u64, 64))
             .map_err(|e| Error::io("read audit key", path, e))?;
-        if key.len() > MAX_KEY_LEN {
+        let Some(mut key) = read else {
             return Err(Error::InvalidInput(format!(
                 "audit key in {} is more than {MAX_KEY_LEN} bytes: not a key file",
                 path.display()
             )));
-        }
+        };
         while key.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
             key.pop();
         }

@@ -638,20 +638,27 @@ pub fn read_file(path: &Path, limit: u64) -> Result<ReadOutcome> {
     let Some((file, len)) = open_for_reading(path, limit)? else {
         return Ok(ReadOutcome::Missing);
     };
-    let mut bytes = Vec::with_capacity(len as usize);
-    // `take` guards against a file that grows between stat and read.
-    file.take(limit.saturating_add(1))
-        .read_to_end(&mut bytes)
-        .map_err(|e| Error::io("read", path, e))?;
-    if bytes.len() as u64 > limit {
-        // The file grew after it was measured; it was read only this far.
-        return Err(Error::TooLarge {
+    // Bounded again: the file may grow between the stat and the read.
+    match read_at_most(file, limit, len as usize).map_err(|e| Error::io("read", path, e))? {
+        Some(bytes) => Ok(ReadOutcome::Found(bytes)),
+        None => Err(Error::TooLarge {
             what: path.display().to_string(),
-            size: Size::AtLeast(bytes.len() as u64),
+            size: Size::AtLeast(limit + 1),
             limit,
-        });
+        }),
     }
-    Ok(ReadOutcome::Found(bytes))
+}
+
+/// Reads `reader` to its end if that is at most `limit` bytes; `None` if
+/// there is more, after reading only `limit + 1` bytes, so input that never
+/// ends (stdin, a pipe, a device, a file still growing) costs no more.
+/// `expected` is the length to allocate for at first.
+pub fn read_at_most(reader: impl Read, limit: u64, expected: usize) -> io::Result<Option<Vec<u8>>> {
+    let mut bytes = Vec::with_capacity(expected);
+    reader
+        .take(limit.saturating_add(1))
+        .read_to_end(&mut bytes)?;
+    Ok((bytes.len() as u64 <= limit).then_some(bytes))
 }
 
 /// Opens (creating if needed) a file that is never replaced or removed, such

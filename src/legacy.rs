@@ -402,20 +402,15 @@ pub struct LegacyTree {
 /// The text of `path` if it is at most `limit` bytes of UTF-8; `None` if it
 /// is missing, unreadable, longer or not text.
 fn read_bounded_text(path: &Path, limit: u64) -> Option<String> {
-    use std::io::Read;
     use std::os::unix::fs::OpenOptionsExt;
-    let mut bytes = Vec::new();
     // O_NONBLOCK: a FIFO opens (and reads as empty) at once instead of
     // waiting for a writer; nothing changes for regular files.
-    std::fs::OpenOptions::new()
+    let bytes = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
         .open(path)
-        .and_then(|file| file.take(limit + 1).read_to_end(&mut bytes))
-        .ok()?;
-    if bytes.len() as u64 > limit {
-        return None;
-    }
+        .and_then(|file| durable::read_at_most(file, limit, 64))
+        .ok()??;
     String::from_utf8(bytes).ok()
 }
 

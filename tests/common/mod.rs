@@ -151,27 +151,33 @@ impl Scratch {
     /// if it has not finished in 20 s: for inputs that once made a command
     /// read without end, such as a symlink to `/dev/zero`.
     pub fn run_bounded(&self, args: &[&str]) -> Output {
-        let mut child = self
-            .cmd()
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn wfstate");
-        let started = std::time::Instant::now();
-        while child.try_wait().unwrap().is_none() {
-            if started.elapsed() > std::time::Duration::from_secs(20) {
-                let _ = child.kill();
-                panic!("wfstate {args:?} did not finish in 20 s");
-            }
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
-        child.wait_with_output().unwrap()
+        let mut cmd = self.cmd();
+        cmd.args(args);
+        output_within_20s(cmd)
     }
 
     pub fn state_file(&self, workflow: &str) -> PathBuf {
         self.store.join("state").join(format!("{workflow}.json"))
     }
+}
+
+/// Runs `cmd` to its end and returns its output; kills it and fails the
+/// test if it has not finished in 20 s (see `Scratch::run_bounded`).
+pub fn output_within_20s(mut cmd: Command) -> Output {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let started = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > std::time::Duration::from_secs(20) {
+            let _ = child.kill();
+            panic!("{cmd:?} did not finish in 20 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    child.wait_with_output().unwrap()
 }
 
 /// Polls `done` every 5 ms; fails the test after 20 s.

@@ -982,7 +982,7 @@ fn parse_incr(arg: &str) -> wfstate::Result<Edit> {
 /// The document's text and a label naming where it came from.
 fn read_document(file: Option<&Path>) -> wfstate::Result<(String, String)> {
     let limit = DEFAULT_MAX_STATE_BYTES;
-    let (label, mut reader): (String, Box<dyn Read>) = match file {
+    let (label, reader): (String, Box<dyn Read>) = match file {
         Some(path) => {
             let file = std::fs::File::open(path).map_err(|e| Error::io("open", path, e))?;
             // A regular file says how large it is: refuse it unread.
@@ -1003,19 +1003,16 @@ fn read_document(file: Option<&Path>) -> wfstate::Result<(String, String)> {
             ("stdin".to_string(), Box::new(std::io::stdin()))
         }
     };
-    let mut bytes = Vec::new();
-    (&mut reader)
-        .take(limit + 1)
-        .read_to_end(&mut bytes)
+    let read = wfstate::durable::read_at_most(reader, limit, 0)
         .map_err(|e| Error::io("read", &label, e))?;
-    if bytes.len() as u64 > limit {
+    let Some(bytes) = read else {
         // Read only until it passed the limit (stdin, a pipe, a growing file).
         return Err(Error::TooLarge {
             what: label,
-            size: Size::AtLeast(bytes.len() as u64),
+            size: Size::AtLeast(limit + 1),
             limit,
         });
-    }
+    };
     match String::from_utf8(bytes) {
         Ok(text) => Ok((label, text)),
         Err(e) => Err(Error::InvalidInput(format!(
