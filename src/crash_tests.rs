@@ -37,7 +37,7 @@ fn open(root: &Path) -> Result<Store, String> {
 /// warning there, since only an unacknowledged append leaves one), and,
 /// once the operation has returned, any audit chain that is not fully valid.
 fn recovery_problems(store: &Store, acknowledged: bool) -> Vec<String> {
-    let report = match health::check(store) {
+    let report = match store.health() {
         Ok(r) => r,
         Err(e) => return vec![format!("health failed: {e}")],
     };
@@ -377,7 +377,7 @@ fn a_state_log_compaction_is_old_or_new_after_every_crash() {
             loop {
                 let len = log_len(&root);
                 let record = len - previous;
-                if record > 0 && len + record > crate::state_log::COMPACT_AT {
+                if record > 0 && len + record > crate::file_store::state_log::COMPACT_AT {
                     break;
                 }
                 previous = len;
@@ -767,7 +767,7 @@ fn a_checkpoint_whose_creator_dies_before_publishing_it_is_listed_and_audited_at
     bytes[at] = b'e';
     std::fs::write(&journal, &bytes).unwrap();
     let reopened = open(&root).expect("a damaged journal does not stop the open");
-    let report = health::check(&reopened).unwrap();
+    let report = reopened.health().unwrap();
     assert!(report.status == Status::Error, "{report:#?}");
 }
 
@@ -1069,7 +1069,7 @@ fn an_interrupted_import_leaves_whole_items_and_a_rerun_completes_it() {
                         "audit invalid after re-import, not by a torn line: {bad:?}"
                     ));
                 }
-                health::repair(s).map_err(|e| format!("repair failed: {e}"))?;
+                s.repair().map_err(|e| format!("repair failed: {e}"))?;
                 let v = s.audit().unwrap().verify().map_err(|e| e.to_string())?;
                 if !v.valid {
                     return Err(format!(
@@ -1097,7 +1097,7 @@ fn an_interrupted_repair_never_loses_the_damaged_file() {
             std::fs::write(root.join("state/bad.json"), &damaged).unwrap();
         },
         |s| {
-            health::repair(s).unwrap();
+            s.repair().unwrap();
         },
         |dir, s, ack| {
             generation_and_n(s, "good")?.ok_or("good state lost")?;
@@ -1115,7 +1115,8 @@ fn an_interrupted_repair_never_loses_the_damaged_file() {
             }
             // Whatever the crash left, the next repair leaves every batch
             // of moved files named by exactly one repair entry.
-            health::repair(s).map_err(|e| format!("the next repair failed: {e}"))?;
+            s.repair()
+                .map_err(|e| format!("the next repair failed: {e}"))?;
             every_batch_named_once(dir, s)
         },
         Some("bad.json"),
@@ -1147,7 +1148,8 @@ fn every_batch_named_once(root: &Path, s: &Store) -> Result<(), String> {
 
 /// What `health` says of the quarantine.
 fn quarantine_component(store: &Store) -> health::Component {
-    health::check(store)
+    store
+        .health()
         .unwrap()
         .components
         .into_iter()
@@ -1167,7 +1169,7 @@ fn a_repair_killed_before_its_entry_is_recorded_by_the_next_repair() {
         let root = PathBuf::from(s.location());
         std::fs::write(root.join("state/bad.json"), b"{damaged").unwrap();
     };
-    let repair = |s: &Store| health::repair(s);
+    let repair = |s: &Store| s.repair();
     let writes = writes_of(&setup, &repair);
     let (_dir, root, _) = failing_at_write(&setup, &repair, audit_copy(&writes));
     let store = open(&root).unwrap();
@@ -1198,7 +1200,7 @@ fn a_repair_killed_before_its_entry_is_recorded_by_the_next_repair() {
         quarantine.message
     );
 
-    let repaired = health::repair(&store).unwrap();
+    let repaired = store.repair().unwrap();
     assert!(
         repaired.repairs.iter().any(|r| r.contains("recorded")),
         "{:?}",
@@ -1214,7 +1216,7 @@ fn a_repair_killed_before_its_entry_is_recorded_by_the_next_repair() {
     assert!(store.audit().unwrap().verify().unwrap().valid);
 
     // Recorded once: a further repair has nothing to do.
-    let again = health::repair(&store).unwrap();
+    let again = store.repair().unwrap();
     assert!(again.repairs.is_empty(), "{:?}", again.repairs);
     every_batch_named_once(&root, &store).unwrap();
 }
@@ -1242,7 +1244,7 @@ fn a_batch_named_only_in_an_older_entrys_actions_counts_as_recorded() {
         "{}",
         quarantine.message
     );
-    assert!(health::repair(&store).unwrap().repairs.is_empty());
+    assert!(store.repair().unwrap().repairs.is_empty());
 }
 
 fn walk(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {

@@ -5,7 +5,7 @@
 
 use crate::StateDoc;
 use crate::checkpoint::Checkpoint;
-use crate::checkpoint::index::{IndexRecord, RECORD_LEN};
+use crate::file_store::checkpoint_index::{IndexRecord, RECORD_LEN};
 use std::path::Path;
 
 /// Any bytes as a state file; whatever is accepted re-encodes to a document

@@ -7,6 +7,7 @@
 //! commit protocol.
 
 pub mod audit;
+mod backend;
 pub mod canonical;
 pub mod checkpoint;
 pub mod clock;
@@ -31,8 +32,6 @@ pub mod pointer;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod state;
-mod state_cache;
-mod state_log;
 pub mod store;
 
 pub use error::{Error, Result, Size};

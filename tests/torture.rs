@@ -180,7 +180,7 @@ fn sigkill_at_random_moments_never_leaves_an_unhealthy_store() {
         }
 
         let store = Store::open(&root, StoreOptions::default()).unwrap();
-        let report = wfstate::health::check(&store).unwrap();
+        let report = store.health().unwrap();
         let errors: Vec<_> = report
             .components
             .iter()

@@ -1,14 +1,13 @@
 //! Checkpoints: immutable snapshots of a workflow with what a successor
 //! needs to resume it, linked into lineages by parent ids.
 //!
-//! A checkpoint is one sealed JSON document (`wfstate.checkpoint/1`); the
-//! files backend keeps one file per checkpoint plus a rebuildable index
-//! (see `index` and `docs/DESIGN.md`).
+//! A checkpoint is one sealed JSON document (`wfstate.checkpoint/1`). This
+//! module is the model every backend shares; each backend implements
+//! [`CheckpointBackend`] (the file store in `file_store::checkpoints`, with
+//! one file per checkpoint plus a rebuildable index; see `docs/DESIGN.md`).
 
 pub mod context;
 pub mod diff;
-pub mod files;
-pub mod index;
 
 use crate::document;
 use crate::error::{Error, Result};

@@ -7,12 +7,13 @@
 //! transaction, with its audit entry) to `wfstate_quarantine`, never deleted.
 
 use super::{PgBackend, SCHEMA_VERSION, TxResult};
+use crate::audit::AuditTrail;
+use crate::backend::Backend;
 use crate::checkpoint::Checkpoint;
 use crate::error::Result;
 use crate::health::{Component, HealthReport, Status, component, finish};
 use crate::lock::{Held, NamedLocks};
 use crate::state::StateDoc;
-use crate::store::{Backend, Store};
 use std::collections::HashSet;
 
 /// A row that failed verification.
@@ -22,17 +23,17 @@ struct BadRow {
     reason: String,
 }
 
-pub(crate) fn run(backend: &PgBackend, store: &Store, repair: bool) -> Result<HealthReport> {
-    let (components, bad) = gather(backend, store)?;
+pub(crate) fn run(backend: &PgBackend, repair: bool) -> Result<HealthReport> {
+    let (components, bad) = gather(backend)?;
     if !repair || bad.is_empty() {
         return Ok(finish(components, Vec::new()));
     }
     let done = quarantine(backend, bad)?;
-    let (components, _) = gather(backend, store)?;
+    let (components, _) = gather(backend)?;
     Ok(finish(components, done))
 }
 
-fn gather(backend: &PgBackend, store: &Store) -> Result<(Vec<Component>, Vec<BadRow>)> {
+fn gather(backend: &PgBackend) -> Result<(Vec<Component>, Vec<BadRow>)> {
     let mut bad = Vec::new();
     let components = vec![
         component(
@@ -46,7 +47,7 @@ fn gather(backend: &PgBackend, store: &Store) -> Result<(Vec<Component>, Vec<Bad
         states(backend, &mut bad)?,
         checkpoints(backend, &mut bad)?,
         locks(&backend.locks)?,
-        audit(store)?,
+        audit(backend)?,
         durability(backend)?,
         quarantined(backend)?,
     ];
@@ -144,8 +145,8 @@ fn locks(locks: &dyn NamedLocks) -> Result<Component> {
     Ok(c)
 }
 
-fn audit(store: &Store) -> Result<Component> {
-    let report = store.audit()?.verify()?;
+fn audit(backend: &PgBackend) -> Result<Component> {
+    let report = backend.audit.verify()?;
     let problems: Vec<(Status, String)> = report
         .first_bad
         .iter()

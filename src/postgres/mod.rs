@@ -28,6 +28,7 @@ mod health;
 mod locks;
 
 use crate::audit::{self, AuditEntry, AuditTrail, VerifyReport};
+use crate::backend::{Backend, InitOutcome, StoreOptions};
 use crate::checkpoint::CheckpointBackend;
 use crate::clock;
 use crate::error::{Error, Result, Size};
@@ -35,7 +36,6 @@ use crate::health::HealthReport;
 use crate::lock::NamedLocks;
 use crate::name::validate_name;
 use crate::state::StateDoc;
-use crate::store::{Backend, InitOutcome, Store, StoreOptions};
 use postgres::error::SqlState;
 use postgres::types::ToSql;
 use postgres::{Client, Config, GenericClient, NoTls, Row, Statement, Transaction};
@@ -998,8 +998,8 @@ impl Backend for PgBackend {
         Some(&self.locks)
     }
 
-    fn health(&self, store: &Store, repair: bool) -> Result<HealthReport> {
-        health::run(self, store, repair)
+    fn health(&self, repair: bool) -> Result<HealthReport> {
+        health::run(self, repair)
     }
 }
 

@@ -102,7 +102,7 @@ pub fn run(json: bool) -> wfstate::Result<Outcome> {
             "INVALID (this is a bug)"
         }
     ));
-    let health = wfstate::health::check(&store)?;
+    let health = store.health()?;
     let flagged: Vec<String> = health
         .components
         .iter()

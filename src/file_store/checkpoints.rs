@@ -27,22 +27,22 @@
 //! fsynced, its index record appended and fsynced, then the rename and a
 //! directory fsync, which is their commit point.
 
-use super::index::{self, IndexProblem, IndexReader, IndexRecord};
-use super::{
+use crate::checkpoint::{
     Chain, ChainLink, ChainStop, Checkpoint, CheckpointBackend, IndexRepair, ListContent,
     ListEntry, ListQuery, NewCheckpoint, ParentChoice, PrunePolicy, Pruned, StateSnapshot,
     validate_id,
 };
-use crate::audit::{AuditLog, Carrier, Evidence};
 use crate::clock;
 use crate::durable::{self, FileId, ReadOutcome};
 use crate::error::{Error, Result, Size};
+use crate::file_store::audit_log::{AuditLog, Carrier, Evidence};
+use crate::file_store::checkpoint_index::{self as index, IndexProblem, IndexReader, IndexRecord};
+use crate::file_store::state_cache::Kept;
+use crate::file_store::state_log::{self, OpenLog};
 use crate::file_store::{after_the_change, unaudited};
 use crate::id;
 use crate::lock::{LockGuard, LockManager};
 use crate::name::validate_name;
-use crate::state_cache::Kept;
-use crate::state_log::{self, OpenLog};
 use std::collections::HashSet;
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -406,7 +406,7 @@ impl FileCheckpoints {
         let (mut selected, mut kept) = (Vec::new(), Vec::new());
         for (record, prune) in records
             .into_iter()
-            .zip(super::select_for_pruning(&ages, policy))
+            .zip(crate::checkpoint::select_for_pruning(&ages, policy))
         {
             if prune {
                 selected.push(record);
@@ -1028,7 +1028,7 @@ impl CheckpointBackend for FileCheckpoints {
     }
 
     fn prune(&self, policy: &PrunePolicy) -> Result<Vec<Pruned>> {
-        super::require_rule(policy)?;
+        crate::checkpoint::require_rule(policy)?;
         let workflows = self.named_or_all(policy.workflow.as_deref())?;
         let mut pruned = Vec::new();
         for workflow in workflows {
@@ -1049,11 +1049,6 @@ impl CheckpointBackend for FileCheckpoints {
     fn take_repairs(&self) -> Vec<IndexRepair> {
         std::mem::take(&mut *self.repairs.lock().expect("repairs lock"))
     }
-}
-
-/// The index file of a workflow's checkpoints (for tests and health).
-pub fn index_path(checkpoints_root: &Path, workflow: &str) -> PathBuf {
-    checkpoints_root.join(workflow).join(INDEX_FILE)
 }
 
 #[cfg(test)]

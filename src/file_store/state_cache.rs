@@ -22,8 +22,8 @@
 
 use crate::durable::{self, FileId};
 use crate::error::Result;
+use crate::file_store::state_log::OpenLog;
 use crate::state::StateDoc;
-use crate::state_log::OpenLog;
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::Path;

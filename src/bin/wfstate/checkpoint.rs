@@ -1,13 +1,87 @@
 //! `wfstate checkpoint ...` and `wfstate resume`: argument handling and
 //! output; the work is in `wfstate::checkpoint`.
 
-use crate::{CheckpointCommand, Outcome, Output, Text, open_store, seconds};
+use crate::{Outcome, Output, Text, WaitArgs, open_store, seconds};
+use clap::Subcommand;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use wfstate::checkpoint::context::{self, Resume};
 use wfstate::checkpoint::diff::diff_checkpoints;
 use wfstate::checkpoint::{ListContent, ListQuery, NewCheckpoint, ParentChoice, PrunePolicy};
 use wfstate::{Error, Store};
+
+#[derive(Subcommand)]
+pub(crate) enum CheckpointCommand {
+    /// Snapshot the workflow's current state with context for resuming it
+    Create {
+        workflow: String,
+        #[arg(short, long, value_name = "MSG")]
+        message: Option<String>,
+        /// Default: the state's "phase"
+        #[arg(long, value_name = "P")]
+        phase: Option<String>,
+        #[arg(long, value_name = "I")]
+        item: Option<String>,
+        /// Default: derived from the state (phase, items completed)
+        #[arg(long, value_name = "S")]
+        summary: Option<String>,
+        /// A key decision (repeatable)
+        #[arg(short = 'd', long = "decision", value_name = "DECISION")]
+        decisions: Vec<String>,
+        /// Record this file's size and SHA-256 (repeatable)
+        #[arg(long = "file", value_name = "PATH")]
+        files: Vec<PathBuf>,
+        /// Also record modified/untracked files (git), or recently modified ones
+        #[arg(long)]
+        detect_files: bool,
+        /// Continue from this checkpoint instead of the latest (branches the lineage)
+        #[arg(long, value_name = "ID", conflicts_with = "root")]
+        parent: Option<String>,
+        /// Start a new lineage (no parent)
+        #[arg(long)]
+        root: bool,
+    },
+    /// Checkpoints, newest first (exit 3 if any listed one is corrupt)
+    List {
+        workflow: Option<String>,
+        #[arg(long, value_name = "P")]
+        phase: Option<String>,
+        #[arg(long, value_name = "N", default_value_t = 20)]
+        limit: usize,
+        /// Only checkpoints older than this one (the next page)
+        #[arg(long, value_name = "ID")]
+        before: Option<String>,
+    },
+    /// One checkpoint in full, verified
+    Show { id: String },
+    /// Lineage of a checkpoint, newest first
+    Chain {
+        id: String,
+        #[arg(long, value_name = "N", default_value_t = 1000)]
+        max_depth: usize,
+    },
+    /// What changed from ID_A to ID_B (state as a JSON Patch with --json)
+    Diff { id_a: String, id_b: String },
+    /// Make a checkpoint's state the workflow's current state (a new generation)
+    Restore {
+        id: String,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+    /// Remove old checkpoints (never a workflow's latest)
+    Prune {
+        workflow: Option<String>,
+        /// Checkpoints created more than DAYS days ago
+        #[arg(long, value_name = "DAYS")]
+        older_than: Option<f64>,
+        /// Keep the newest N of each workflow
+        #[arg(long, value_name = "N")]
+        keep_last: Option<usize>,
+        /// Say what would be removed, remove nothing
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
 
 /// The folder that holds the store: file paths are recorded relative to it.
 fn project_root(store_path: &Path) -> PathBuf {

@@ -4,25 +4,36 @@
 //! <store>/format              {"format": "wfstate.store/1"}, written last by init
 //! <store>/state/<wf>.json     one state envelope per workflow
 //! <store>/locks/<name>.lock   lock files (never deleted)
-//! <store>/checkpoints/<wf>/   checkpoints (see `checkpoint::files`)
-//! <store>/audit.jsonl         the hash-chained audit log (see `audit`)
+//! <store>/checkpoints/<wf>/   checkpoints (see `checkpoints`)
+//! <store>/audit.jsonl         the hash-chained audit log (see `audit_log`)
 //! ```
 //! Every write goes through `durable`; every state write happens under the
 //! workflow's exclusive lock.
+//!
+//! Everything in this folder exists only for this backend; what it shares
+//! with PostgreSQL (the state envelope, the checkpoint model, the audit
+//! chain, the health report, the [`Backend`] contract) lives outside it.
 
-use crate::audit::{AuditLog, AuditTrail, Carrier, Evidence};
+pub(crate) mod audit_log;
+pub(crate) mod checkpoint_index;
+pub(crate) mod checkpoints;
+pub(crate) mod health;
+pub(crate) mod state_cache;
+pub(crate) mod state_log;
+
+use crate::audit::AuditTrail;
+use crate::backend::{Backend, InitOutcome, StoreOptions};
 use crate::checkpoint::CheckpointBackend;
-use crate::checkpoint::files::FileCheckpoints;
 use crate::clock;
 use crate::durable::{self, ReadOutcome, TEMP_MARKER};
 use crate::error::{Error, Result, Size};
+use crate::file_store::audit_log::{AuditLog, Carrier, Evidence};
+use crate::file_store::checkpoints::FileCheckpoints;
+use crate::file_store::state_cache::{Known, StateCache};
 use crate::health::HealthReport;
 use crate::lock::{LockGuard, LockManager, NamedLocks, Notice, WaitNotice};
 use crate::name::validate_name;
 use crate::state::{SavedVersion, StateDoc};
-use crate::state_cache::{Known, StateCache};
-use crate::state_log;
-use crate::store::{Backend, InitOutcome, Store, StoreOptions};
 use serde_json::{Map, Value};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -594,13 +605,13 @@ impl Backend for FileBackend {
     ) -> Result<SavedVersion> {
         let limit = self.options.max_state_bytes.min(state_log::RECORD_LIMIT);
         if (json.len() as u64) < limit {
-            return crate::store::save_parsed(self, workflow, json, expected_generation);
+            return crate::backend::save_parsed(self, workflow, json, expected_generation);
         }
         let _guard = self.lock_workflow(workflow)?;
         let generation = self.current_generation(workflow)?;
         expect_generation(workflow, expected_generation, generation)?;
         let sealed = StateDoc::seal_text(workflow, generation + 1, clock::now_rfc3339(), json)
-            .map_err(crate::store::not_json)?;
+            .map_err(crate::backend::not_json)?;
         let saved = SavedVersion {
             workflow: sealed.workflow.clone(),
             generation: sealed.generation,
@@ -654,8 +665,8 @@ impl Backend for FileBackend {
         Some(&self.audit)
     }
 
-    fn health(&self, store: &Store, repair: bool) -> Result<HealthReport> {
-        crate::health::run(self, store, repair)
+    fn health(&self, repair: bool) -> Result<HealthReport> {
+        health::run(self, repair)
     }
 
     fn list_workflows(&self) -> Result<Vec<String>> {
