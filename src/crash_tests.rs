@@ -1022,7 +1022,7 @@ fn an_audit_append_is_whole_or_torn_at_the_tail_never_breaking_the_chain() {
 }
 
 fn legacy_fixture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/legacy-fixtures/case2")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/legacy/case2")
 }
 
 #[test]

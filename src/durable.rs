@@ -510,10 +510,17 @@ fn discard_temp(tmp_path: &Path) {
     let _ = os_unlink(tmp_path);
 }
 
+/// The directory that holds `path`, whose entry a sync must cover: for a
+/// bare relative name (`s`), the current directory.
 fn parent_of(path: &Path) -> Result<&Path> {
-    path.parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .ok_or_else(|| Error::InvalidInput(format!("{} has no parent directory", path.display())))
+    match path.parent() {
+        Some(p) if p.as_os_str().is_empty() => Ok(Path::new(".")),
+        Some(p) => Ok(p),
+        None => Err(Error::InvalidInput(format!(
+            "{} has no parent directory",
+            path.display()
+        ))),
+    }
 }
 
 /// fsync of a directory: makes creations, renames and removals of its

@@ -134,4 +134,39 @@ impl Error {
             problem: problem.into(),
         }
     }
+
+    /// The documented exit code of the `wfstate` command for this error
+    /// (README, "Exit codes"); the Python package's exceptions carry the
+    /// same number.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::NotFound { .. }
+            | Error::StoreNotFound(_)
+            | Error::LockMisuse { .. }
+            | Error::TooLarge { .. }
+            | Error::Database { .. }
+            | Error::Io { .. } => 1,
+            Error::InvalidName { .. } | Error::InvalidInput(_) => 2,
+            Error::Integrity { .. } => 3,
+            Error::Conflict { .. } => 4,
+            Error::LockTimeout { .. } => 5,
+        }
+    }
+
+    /// A stable name for the kind of error, as `--json` output reports it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::NotFound { .. } => "not_found",
+            Error::StoreNotFound(_) => "store_not_found",
+            Error::LockMisuse { .. } => "lock_misuse",
+            Error::TooLarge { .. } => "too_large",
+            Error::Io { .. } => "io",
+            Error::Database { .. } => "database",
+            Error::InvalidName { .. } => "invalid_name",
+            Error::InvalidInput(_) => "invalid_input",
+            Error::Integrity { .. } => "integrity",
+            Error::Conflict { .. } => "conflict",
+            Error::LockTimeout { .. } => "lock_timeout",
+        }
+    }
 }

@@ -1,5 +1,5 @@
 //! Reading and verifying the seed system's ("V3") files, with that system's
-//! exact algorithms (see `../shared/SEED-FORMATS.md` in the project):
+//! exact algorithms (see `docs/LEGACY-FORMATS.md`):
 //! truncated SHA-256 over Python's `json.dumps(obj, sort_keys=True)`.
 
 use crate::durable::{self, ReadOutcome};

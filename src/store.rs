@@ -172,6 +172,42 @@ impl Store {
         Ok((checkpoint, doc))
     }
 
+    /// What a successor needs to take a workflow over: the checkpoint
+    /// `from` if given, else the latest of `workflow`, else the newest
+    /// checkpoint of the store; with its files checked against
+    /// `project_root` (the folder file paths are recorded relative to).
+    pub fn resume(
+        &self,
+        workflow: Option<&str>,
+        from: Option<&str>,
+        project_root: &Path,
+    ) -> Result<context::Resume> {
+        let checkpoints = self.checkpoints()?;
+        let checkpoint = match (from, workflow) {
+            (Some(id), _) => checkpoints.get(id)?,
+            (None, Some(wf)) => checkpoints.latest(wf)?.ok_or_else(|| Error::NotFound {
+                what: format!("checkpoint of workflow {wf:?}"),
+                path: None,
+            })?,
+            (None, None) => {
+                let mut newest: Option<Checkpoint> = None;
+                for wf in checkpoints.workflows()? {
+                    if let Some(cp) = checkpoints.latest(&wf)?
+                        && newest.as_ref().is_none_or(|n| cp.id > n.id)
+                    {
+                        newest = Some(cp);
+                    }
+                }
+                newest.ok_or_else(|| Error::NotFound {
+                    what: "any checkpoint in this store".into(),
+                    path: None,
+                })?
+            }
+        };
+        let current = self.backend.load(&checkpoint.workflow)?.map(|doc| doc.generation);
+        Ok(context::Resume::new(&checkpoint, current, project_root))
+    }
+
     /// The store's audit log.
     pub fn audit(&self) -> Result<&dyn AuditTrail> {
         self.backend.audit().ok_or_else(|| {

@@ -2,7 +2,8 @@
 //! machine in one run. Run in release:
 //!
 //! ```text
-//! cargo run --release --bin wfstate-bench -- [--quick] [--json] [--dir DIR]
+//! cargo build --release -p wfstate-cli   # for the CLI figure (optional)
+//! cargo run --release -p wfstate-bench -- [--quick] [--json] [--dir DIR]
 //! ```
 //!
 //! Every figure is measured here, in this run; ratios between figures of the
@@ -865,6 +866,24 @@ fn worker(args: &[String]) {
             let n: usize = args[2].parse().unwrap();
             for _ in 0..n {
                 store.update(WORKFLOW, increment).unwrap();
+            }
+        }
+        "timed-updates" => {
+            // For the Python package's benchmark (python/bench/bench.py):
+            // rounds of N updates of workflow `bench` by the library, each
+            // round started by a line on stdin and answered with its
+            // seconds, so that the open and the process start are not
+            // timed and the rounds interleave with the Python ones.
+            let store = Store::open(Path::new(&args[1]), StoreOptions::default()).unwrap();
+            let n: usize = args[2].parse().unwrap();
+            let mut line = String::new();
+            while std::io::stdin().read_line(&mut line).unwrap() > 0 {
+                let started = Instant::now();
+                for _ in 0..n {
+                    store.update(WORKFLOW, increment).unwrap();
+                }
+                println!("{}", started.elapsed().as_secs_f64());
+                line.clear();
             }
         }
         "handoff" => {

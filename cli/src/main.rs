@@ -134,10 +134,10 @@ fn main() -> ExitCode {
             ExitCode::from(outcome.code)
         }
         Err(err) => {
-            let code = exit_code(&err);
+            let code = err.exit_code();
             say!("wfstate: error: {err}");
             if json {
-                let kind = error_kind(&err);
+                let kind = err.kind();
                 println!(
                     "{}",
                     json!({"error": {"kind": kind, "message": err.to_string(), "exit_code": code}})
@@ -203,38 +203,6 @@ fn print_output(output: &Output, json: bool) {
         }
     };
     let _ = out.flush();
-}
-
-/// The documented exit code of each error kind.
-fn exit_code(err: &Error) -> u8 {
-    match err {
-        Error::NotFound { .. }
-        | Error::StoreNotFound(_)
-        | Error::LockMisuse { .. }
-        | Error::TooLarge { .. }
-        | Error::Database { .. }
-        | Error::Io { .. } => 1,
-        Error::InvalidName { .. } | Error::InvalidInput(_) => 2,
-        Error::Integrity { .. } => 3,
-        Error::Conflict { .. } => 4,
-        Error::LockTimeout { .. } => 5,
-    }
-}
-
-fn error_kind(err: &Error) -> &'static str {
-    match err {
-        Error::NotFound { .. } => "not_found",
-        Error::StoreNotFound(_) => "store_not_found",
-        Error::LockMisuse { .. } => "lock_misuse",
-        Error::TooLarge { .. } => "too_large",
-        Error::Io { .. } => "io",
-        Error::Database { .. } => "database",
-        Error::InvalidName { .. } => "invalid_name",
-        Error::InvalidInput(_) => "invalid_input",
-        Error::Integrity { .. } => "integrity",
-        Error::Conflict { .. } => "conflict",
-        Error::LockTimeout { .. } => "lock_timeout",
-    }
 }
 
 fn run(cli: Cli, json: bool, matches: &ArgMatches) -> wfstate::Result<Outcome> {

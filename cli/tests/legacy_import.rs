@@ -9,10 +9,10 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 
 fn fixtures() -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/legacy-fixtures");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/legacy");
     assert!(
         dir.is_dir(),
-        "legacy fixtures not found at {} (the project's shared/ folder must sit beside the checkout)",
+        "legacy fixtures not found at {}",
         dir.display()
     );
     dir

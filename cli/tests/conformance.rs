@@ -609,7 +609,7 @@ fn an_edited_audit_entry_fails_verification(s: &Scratch) {
 
 fn seed_system_files_import_once(s: &Scratch) {
     let fixture =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/legacy-fixtures/case2");
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/legacy/case2");
     assert!(fixture.is_dir(), "fixture {} missing", fixture.display());
     let first = s.run(&["--json", "import-legacy", fixture.to_str().unwrap()]);
     let report = stdout_json(&first);

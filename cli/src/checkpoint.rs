@@ -5,7 +5,7 @@ use crate::{Outcome, Output, Text, WaitArgs, open_store, seconds};
 use clap::Subcommand;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
-use wfstate::checkpoint::context::{self, Resume};
+use wfstate::checkpoint::context;
 use wfstate::checkpoint::diff::diff_checkpoints;
 use wfstate::checkpoint::{ListContent, ListQuery, NewCheckpoint, ParentChoice, PrunePolicy};
 use wfstate::{Error, Store};
@@ -285,36 +285,7 @@ pub fn resume(
     workflow: Option<String>,
     from: Option<String>,
 ) -> wfstate::Result<Outcome> {
-    let checkpoints = store.checkpoints()?;
-    let checkpoint = match (from, workflow) {
-        (Some(id), _) => checkpoints.get(&id)?,
-        (None, Some(wf)) => checkpoints.latest(&wf)?.ok_or_else(|| Error::NotFound {
-            what: format!("checkpoint of workflow {wf:?}"),
-            path: None,
-        })?,
-        (None, None) => {
-            let mut newest = None;
-            for wf in checkpoints.workflows()? {
-                if let Some(cp) = checkpoints.latest(&wf)?
-                    && newest
-                        .as_ref()
-                        .is_none_or(|n: &wfstate::checkpoint::Checkpoint| cp.id > n.id)
-                {
-                    newest = Some(cp);
-                }
-            }
-            newest.ok_or_else(|| Error::NotFound {
-                what: "any checkpoint in this store".into(),
-                path: None,
-            })?
-        }
-    };
-    let current = match store.load(&checkpoint.workflow) {
-        Ok(doc) => Some(doc.generation),
-        Err(Error::NotFound { .. }) => None,
-        Err(e) => return Err(e),
-    };
-    let resume = Resume::new(&checkpoint, current, &project_root(store_path));
+    let resume = store.resume(workflow.as_deref(), from.as_deref(), &project_root(store_path))?;
     Ok(Outcome::ok(
         serde_json::to_value(&resume).expect("serializes"),
         resume.prompt(),
