@@ -19,6 +19,13 @@ pub const DEFAULT_MAX_STATE_BYTES: u64 = 64 * 1024 * 1024;
 /// Callback told when a state write has to wait for a workflow's lock.
 pub type WaitHook = Arc<dyn Fn(&WaitNotice) + Send + Sync>;
 
+/// Callback told when a change was made and is durable but a housekeeping
+/// step after it failed (compacting a log, copying an audit entry out of
+/// the log that carries it, publishing or settling a checkpoint). The call
+/// returns success, because the change was made; the message says what
+/// failed and what retries it. Runs on the thread that made the change.
+pub type WarningHook = Arc<dyn Fn(&str) + Send + Sync>;
+
 /// Tunables of an opened store.
 #[derive(Clone)]
 pub struct StoreOptions {
@@ -29,6 +36,10 @@ pub struct StoreOptions {
     pub lock_timeout: Option<Duration>,
     /// Called once when a save or update starts waiting for a lock.
     pub on_lock_wait: Option<WaitHook>,
+    /// Told of housekeeping that failed after a change was made (see
+    /// [`WarningHook`]); without it such failures are not reported, and the
+    /// next write, the next open or `health --repair` completes them.
+    pub on_warning: Option<WarningHook>,
     /// Key for the audit log's HMAC mode (see `audit`); `None`: plain SHA-256.
     pub audit_key: Option<Vec<u8>>,
 }
@@ -39,6 +50,7 @@ impl Default for StoreOptions {
             max_state_bytes: DEFAULT_MAX_STATE_BYTES,
             lock_timeout: Some(Duration::from_secs(60)),
             on_lock_wait: None,
+            on_warning: None,
             audit_key: None,
         }
     }

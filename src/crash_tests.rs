@@ -22,10 +22,49 @@ fn scratch() -> tempfile::TempDir {
     }
 }
 
+thread_local! {
+    /// What the stores of this thread's test warned about (see `warned`).
+    static WARNINGS: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Options whose warnings (a change made, a step after it failed) are kept
+/// for `warned`. The library warns on the thread that made the change.
+fn recording_options() -> StoreOptions {
+    StoreOptions {
+        on_warning: Some(std::sync::Arc::new(|w: &str| {
+            WARNINGS.with(|all| all.borrow_mut().push(w.to_string()))
+        })),
+        ..StoreOptions::default()
+    }
+}
+
+/// The warnings reported on this thread since the last call.
+fn warned() -> Vec<String> {
+    WARNINGS.with(|all| std::mem::take(&mut *all.borrow_mut()))
+}
+
+/// How a change with an injected fault was reported: its error, or, when
+/// the change was made and only a step after it failed, its warning (which
+/// a success without one would not be).
+fn reported<T>(result: crate::Result<T>, what: &str) -> Result<String, Error> {
+    match result {
+        Err(e) => Err(e),
+        Ok(_) => {
+            let warnings = warned();
+            assert!(
+                !warnings.is_empty(),
+                "{what}: a write failed, yet the change reported success without a warning"
+            );
+            Ok(warnings.join("; "))
+        }
+    }
+}
+
 fn new_store() -> (tempfile::TempDir, PathBuf, Store) {
     let dir = scratch();
     let root = dir.path().join("store");
-    let (store, _) = Store::init(&root, StoreOptions::default()).unwrap();
+    warned();
+    let (store, _) = Store::init(&root, recording_options()).unwrap();
     (dir, root, store)
 }
 
@@ -518,8 +557,10 @@ fn an_entry_a_dead_writer_did_not_copy_is_recovered_at_the_next_open() {
             third.as_ref().is_none_or(|p| p.ends_with("audit.jsonl")),
             "{fault:?}: the third write was {third:?}"
         );
-        let err = result.expect_err("the failed copy is reported");
-        assert!(err.to_string().contains("was saved"), "{err}");
+        // The change was made: success, with a warning about the copy.
+        let warning = reported(result, &format!("{fault:?}"))
+            .unwrap_or_else(|e| panic!("{fault:?}: the change was made, yet reported failed: {e}"));
+        assert!(warning.contains("was saved"), "{warning}");
         assert_eq!(
             store.load("wf").unwrap().generation,
             3,
@@ -590,13 +631,22 @@ fn a_base_replacement_is_audited_once_whichever_side_of_its_rename_the_writer_di
             sim::inject(Some(Fault::WriteEnospc { nth }));
             let result = change(&store);
             sim::inject(None);
-            let err = result.expect_err("the injected fault is reported");
+            // Before its rename the change fails; after it, it was made
+            // and only the copy of its entry failed: a warning.
+            let message = match (reported(result, what), dies_after_rename) {
+                (Err(e), false) => e.to_string(),
+                (Ok(warning), true) => warning,
+                (outcome, _) => panic!("{what}, write {nth} failed: reported as {outcome:?}"),
+            };
             let reopened = open(&root).unwrap();
             let generation = reopened.load("wf").map_or(0, |d| d.generation);
             let expected = before.unwrap_or(0) + u64::from(dies_after_rename);
-            assert_eq!(generation, expected, "{what}, write {nth} failed: {err}");
+            assert_eq!(
+                generation, expected,
+                "{what}, write {nth} failed: {message}"
+            );
             if dies_after_rename {
-                assert!(err.to_string().contains("was saved"), "{what}: {err}");
+                assert!(message.contains("was saved"), "{what}: {message}");
             }
             one_entry_per_generation(&reopened).unwrap_or_else(|why| panic!("{what}: {why}"));
             // The next writer, in the same process, appends after it.
@@ -657,10 +707,10 @@ fn a_prune_or_large_checkpoint_whose_writer_dies_before_its_copy_is_audited_once
             entries_of(&twin, event).unwrap().len()
         };
         let writes = writes_of(&setup, change);
-        let (_dir, root, err) = failing_at_write(&setup, change, audit_copy(&writes));
+        let (_dir, root, warning) = failing_at_write(&setup, change, audit_copy(&writes));
         assert!(
-            err.to_string().contains("recovered from the audit intent"),
-            "{what}: {err}"
+            warning.contains("recovered from the audit intent"),
+            "{what}: {warning}"
         );
         let reopened = open(&root).unwrap();
         let after = entries_of(&reopened, event).unwrap().len();
@@ -693,22 +743,24 @@ fn writes_of<T>(
 
 /// `change` on a store prepared by `setup`, with its `nth` write failing:
 /// the files are then as a writer killed at that point leaves them (its
-/// process state aside). Returns the store's folder, to reopen, and the
-/// error.
+/// process state aside). Returns the store's folder, to reopen, and what
+/// was reported: the error, or the warning of a change that was made.
 fn failing_at_write<T>(
     setup: &dyn Fn(&Store),
     change: &dyn Fn(&Store) -> crate::Result<T>,
     nth: usize,
-) -> (tempfile::TempDir, PathBuf, Error) {
+) -> (tempfile::TempDir, PathBuf, String) {
     let (dir, root, store) = new_store();
     setup(&store);
+    warned();
     sim::inject(Some(Fault::WriteEnospc { nth }));
     let result = change(&store);
     sim::inject(None);
-    match result {
-        Ok(_) => panic!("write {nth} failed, yet the change reported success"),
-        Err(e) => (dir, root, e),
-    }
+    let message = match reported(result, &format!("write {nth}")) {
+        Ok(warning) => warning,
+        Err(e) => e.to_string(),
+    };
+    (dir, root, message)
 }
 
 /// A creator that dies after committing a checkpoint to its journal and
@@ -745,10 +797,10 @@ fn a_checkpoint_whose_creator_dies_before_publishing_it_is_listed_and_audited_at
         setup(&twin);
         listed(&twin).unwrap().len()
     };
-    let (_dir, root, err) = failing_at_write(&setup, &create, publication);
+    let (_dir, root, warning) = failing_at_write(&setup, &create, publication);
     assert!(
-        err.to_string().contains("when the store is next opened"),
-        "{err}"
+        warning.contains("when the store is next opened"),
+        "{warning}"
     );
     let reopened = open(&root).unwrap();
     assert_eq!(listed(&reopened).unwrap().len(), before + 1, "published");
@@ -1330,9 +1382,11 @@ fn injected_faults_fail_the_operation_and_leave_the_previous_version() {
             let (result, trace) = traced(|| op(&store));
             sim::inject(None);
             injected += 1;
-            let err = match result {
-                Ok(()) => panic!("[{name}] {fault:?}: the operation reported success"),
-                Err(e) => e,
+            // An error, or success with a warning when the change was made
+            // and a step after it failed; never a silent success.
+            let err = match reported(result, &format!("[{name}] {fault:?}")) {
+                Ok(warning) => warning,
+                Err(e) => e.to_string(),
             };
             // A failed fsync is final: nothing is fsynced after it.
             if let Fault::FsyncEio { nth } = fault {
@@ -1352,8 +1406,7 @@ fn injected_faults_fail_the_operation_and_leave_the_previous_version() {
                 .load("wf")
                 .unwrap_or_else(|e| panic!("[{name}] {fault:?}: state unreadable: {e}"))
                 .generation;
-            let says_visible = err.to_string().contains("durability unknown")
-                || err.to_string().contains("was saved");
+            let says_visible = err.contains("durability unknown") || err.contains("was saved");
             assert!(
                 generation == 1 || says_visible,
                 "[{name}] {fault:?}: generation {generation} after {err}"
@@ -1414,8 +1467,9 @@ fn a_committed_checkpoint_left_unpublished_is_published_by_the_next() {
         ..NewCheckpoint::default()
     });
     sim::inject(None);
-    let err = failed.unwrap_err().to_string();
-    assert!(err.contains("committed to the journal"), "{err}");
+    // Committed, so reported as made, with a warning.
+    let warning = reported(failed, "publication").expect("the checkpoint was committed");
+    assert!(warning.contains("committed to the journal"), "{warning}");
     assert_eq!(
         listed(&store).unwrap(),
         std::slice::from_ref(&first),

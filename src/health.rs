@@ -3,7 +3,10 @@
 //! and repairs itself is its own (`file_store::health`,
 //! `postgres::health`).
 
+use crate::audit::AuditTrail;
+use crate::error::Result;
 use serde::Serialize;
+use std::collections::HashSet;
 
 /// The audit event of a repair.
 pub const REPAIR_EVENT: &str = "repair";
@@ -80,5 +83,44 @@ pub(crate) fn finish(components: Vec<Component>, repairs: Vec<String>) -> Health
             .unwrap_or(Status::Ok),
         components,
         repairs,
+    }
+}
+
+/// The ids of every checkpoint a prune removed, from the audit log. A
+/// checkpoint whose parent is among them starts its lineage where a routine
+/// prune cut it: information, not a warning.
+pub(crate) fn pruned_checkpoints(audit: &dyn AuditTrail) -> Result<HashSet<String>> {
+    Ok(audit
+        .read(Some("checkpoint_prune"), None)?
+        .iter()
+        .filter_map(|entry| entry.data["ids"].as_array())
+        .flatten()
+        .filter_map(|id| id.as_str().map(str::to_owned))
+        .collect())
+}
+
+/// How health reports checkpoint `id` of `workflow` whose parent `parent`
+/// does not exist: pruned (by the audit log), a fact; otherwise a warning,
+/// since nothing wfstate does removes a checkpoint without saying so.
+pub(crate) fn missing_parent(
+    workflow: &str,
+    id: &str,
+    parent: &str,
+    pruned: &HashSet<String>,
+) -> (Status, String) {
+    if pruned.contains(parent) {
+        (
+            Status::Ok,
+            format!(
+                "{workflow}: checkpoint {id} starts its lineage: its parent {parent} was pruned"
+            ),
+        )
+    } else {
+        (
+            Status::Warning,
+            format!(
+                "{workflow}: checkpoint {id} names parent {parent}, which does not exist and was not pruned: its lineage is truncated"
+            ),
+        )
     }
 }

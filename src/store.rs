@@ -4,7 +4,9 @@
 //! location it is opened at.
 
 use crate::audit::AuditTrail;
-pub use crate::backend::{Backend, DEFAULT_MAX_STATE_BYTES, InitOutcome, StoreOptions, WaitHook};
+pub use crate::backend::{
+    Backend, DEFAULT_MAX_STATE_BYTES, InitOutcome, StoreOptions, WaitHook, WarningHook,
+};
 use crate::checkpoint::{Checkpoint, CheckpointBackend, NewCheckpoint, StateSnapshot, context};
 use crate::error::{Error, Result};
 use crate::file_store::FileBackend;
@@ -204,7 +206,10 @@ impl Store {
                 })?
             }
         };
-        let current = self.backend.load(&checkpoint.workflow)?.map(|doc| doc.generation);
+        let current = self
+            .backend
+            .load(&checkpoint.workflow)?
+            .map(|doc| doc.generation);
         Ok(context::Resume::new(&checkpoint, current, project_root))
     }
 

@@ -285,7 +285,11 @@ pub fn resume(
     workflow: Option<String>,
     from: Option<String>,
 ) -> wfstate::Result<Outcome> {
-    let resume = store.resume(workflow.as_deref(), from.as_deref(), &project_root(store_path))?;
+    let resume = store.resume(
+        workflow.as_deref(),
+        from.as_deref(),
+        &project_root(store_path),
+    )?;
     Ok(Outcome::ok(
         serde_json::to_value(&resume).expect("serializes"),
         resume.prompt(),

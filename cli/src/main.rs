@@ -85,10 +85,19 @@ enum Command {
     ///
     /// Checks the format marker, every state, every checkpoint (and lineage,
     /// and index agreement), locks, the audit chain, leftover temp files and
-    /// the quarantine. Exit 0 ok, 1 warnings, 3 errors. --repair moves damaged
-    /// files into .wfstate/quarantine/<time>/ (never deletes), rebuilds
-    /// indexes, moves torn audit lines aside, lists each repair, and records
-    /// it in the audit log; a second run finds nothing to repair.
+    /// the quarantine. --repair moves damaged files into
+    /// .wfstate/quarantine/<time>/ (never deletes), rebuilds indexes, moves
+    /// torn audit lines aside, lists each repair, and records it in the
+    /// audit log; a second run finds nothing to repair.
+    ///
+    /// Exit 3, error: damage a person must look at, such as a state, a
+    ///   checkpoint or an audit entry that does not verify.
+    /// Exit 1, warning: what a crash or a hand edit leaves, which readers
+    ///   work around and --repair fixes or records, such as a missing index,
+    ///   a torn audit line, an old temp file, a checkpoint whose parent
+    ///   vanished without a prune.
+    /// Exit 0, ok: nothing needs anyone. Facts of normal use (a lineage
+    ///   that a prune cut, locks held) are listed in --json details.
     #[command(verbatim_doc_comment)]
     Health {
         #[arg(long)]
@@ -129,7 +138,12 @@ fn main() -> ExitCode {
     };
     let json = cli.json;
     match run(cli, json, &matches) {
-        Ok(outcome) => {
+        Ok(mut outcome) => {
+            let warnings = std::mem::take(&mut *reported_warnings());
+            if let (false, Value::Object(fields)) = (warnings.is_empty(), &mut outcome.output.json)
+            {
+                fields.insert("warnings".into(), json!(warnings));
+            }
             print_output(&outcome.output, json);
             ExitCode::from(outcome.code)
         }
@@ -311,6 +325,12 @@ pub(crate) fn seconds(value: f64) -> wfstate::Result<Duration> {
     })
 }
 
+/// Warnings reported while the command ran (see `open_store`).
+fn reported_warnings() -> std::sync::MutexGuard<'static, Vec<String>> {
+    static WARNINGS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    WARNINGS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 pub(crate) fn open_store(path: &Path, wait: Option<&WaitArgs>) -> wfstate::Result<Store> {
     let mut options = StoreOptions::default();
     if let Some(wait) = wait {
@@ -318,6 +338,12 @@ pub(crate) fn open_store(path: &Path, wait: Option<&WaitArgs>) -> wfstate::Resul
     }
     options.on_lock_wait = Some(Arc::new(|notice| {
         say!("wfstate: {}", notice.describe());
+    }));
+    // A change that was made is reported as made (exit 0); what failed
+    // after it goes to stderr now and into the `--json` output.
+    options.on_warning = Some(Arc::new(|warning| {
+        say!("wfstate: warning: {warning}");
+        reported_warnings().push(warning.to_string());
     }));
     if let Some(key_file) = std::env::var_os("WFSTATE_AUDIT_KEY_FILE") {
         options.audit_key = Some(wfstate::audit::read_key_file(Path::new(&key_file))?);

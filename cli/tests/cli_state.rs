@@ -284,7 +284,9 @@ fn a_store_named_without_a_folder_is_made_in_the_current_directory() {
     };
     ok(&run(&["--store", "s", "init"]));
     assert!(dir.path().join("s/format").is_file());
-    ok(&run(&["--store", "s", "state", "update", "wf", "--incr", "/n"]));
+    ok(&run(&[
+        "--store", "s", "state", "update", "wf", "--incr", "/n",
+    ]));
     let out = run(&["--store", "s", "--json", "state", "get", "wf"]);
     assert_eq!(stdout_json(&out)["data"]["n"], 1);
 }

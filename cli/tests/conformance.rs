@@ -41,6 +41,7 @@ conformance!(
     hostile_names_are_refused_with_exit_2,
     eight_processes_times_fifty_increments_end_at_400,
     checkpoints_chain_diff_restore_and_prune,
+    a_routine_prune_leaves_health_ok,
     every_change_is_audited_in_one_valid_chain,
     concurrent_writers_keep_one_audit_chain,
     a_busy_lock_times_out_with_exit_5_and_codes_pass_through,
@@ -238,6 +239,33 @@ fn checkpoints_chain_diff_restore_and_prune(s: &Scratch) {
     let resume = ok(&s.run(&["resume", "wf"]));
     assert!(resume.contains("new line"), "{resume}");
     assert_eq!(code(&s.run(&["health"])), 0);
+}
+
+fn a_routine_prune_leaves_health_ok(s: &Scratch) {
+    // A lineage cut by `prune` is normal use: information for monitoring,
+    // not a warning that would page somebody from then on.
+    ok(&set(s, "wf", r#"{"n": 1}"#));
+    for _ in 0..3 {
+        checkpoint(s, &[]);
+    }
+    ok(&s.run(&["checkpoint", "prune", "wf", "--keep-last", "1"]));
+    let out = s.run(&["--json", "health"]);
+    let report = stdout_json(&out);
+    assert_eq!(code(&out), 0, "{report}");
+    assert_eq!(report["status"], "ok", "{report}");
+    let checkpoints = report["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "checkpoints")
+        .unwrap();
+    assert!(
+        checkpoints["details"][0]
+            .as_str()
+            .unwrap()
+            .contains("was pruned"),
+        "{checkpoints}"
+    );
 }
 
 fn events(s: &Scratch) -> Vec<String> {

@@ -27,6 +27,7 @@
 //! fsynced, its index record appended and fsynced, then the rename and a
 //! directory fsync, which is their commit point.
 
+use crate::backend::WarningHook;
 use crate::checkpoint::{
     Chain, ChainLink, ChainStop, Checkpoint, CheckpointBackend, IndexRepair, ListContent,
     ListEntry, ListQuery, NewCheckpoint, ParentChoice, PrunePolicy, Pruned, StateSnapshot,
@@ -39,7 +40,7 @@ use crate::file_store::audit_log::{AuditLog, Carrier, Evidence};
 use crate::file_store::checkpoint_index::{self as index, IndexProblem, IndexReader, IndexRecord};
 use crate::file_store::state_cache::Kept;
 use crate::file_store::state_log::{self, OpenLog};
-use crate::file_store::{after_the_change, unaudited};
+use crate::file_store::{after_the_change, warn, warn_unaudited};
 use crate::id;
 use crate::lock::{LockGuard, LockManager};
 use crate::name::validate_name;
@@ -65,6 +66,8 @@ pub struct FileCheckpoints {
     audit: AuditLog,
     max_bytes: u64,
     lock_timeout: Option<Duration>,
+    /// Told of housekeeping that failed after a change was made.
+    on_warning: Option<WarningHook>,
     repairs: Mutex<Vec<IndexRepair>>,
     tails: Kept<KnownTail>,
 }
@@ -121,6 +124,7 @@ impl FileCheckpoints {
         audit: AuditLog,
         max_state_bytes: u64,
         lock_timeout: Option<Duration>,
+        on_warning: Option<WarningHook>,
     ) -> Self {
         FileCheckpoints {
             root,
@@ -128,6 +132,7 @@ impl FileCheckpoints {
             audit,
             max_bytes: max_state_bytes + METADATA_ALLOWANCE,
             lock_timeout,
+            on_warning,
             repairs: Mutex::new(Vec::new()),
             tails: Kept::default(),
         }
@@ -447,16 +452,14 @@ impl FileCheckpoints {
                     }
                     durable::replace_file_with_bytes(&dir.join(INDEX_FILE), &bytes)
                 })?;
-        entry.map_err(|e| {
-            unaudited(
+        if let Err(e) = entry {
+            warn_unaudited(
+                self.on_warning.as_ref(),
                 e,
-                &format!(
-                    "{} checkpoint(s) were pruned, but the audit entry was not written yet (it is \
-                     recovered from the audit intent when the store is next opened)",
-                    ids.len()
-                ),
-            )
-        })?;
+                &format!("{} checkpoint(s) were pruned", ids.len()),
+                "audit intent",
+            );
+        }
         Ok(pruned)
     }
 }
@@ -486,7 +489,9 @@ impl FileCheckpoints {
         let index_path = self.workflow_dir(&workflow)?.join(INDEX_FILE);
         let encoded = record.encode();
         let file = self.file_of(&workflow, id)?;
-        let (journal_len, entry) = self.audit.append_with(
+        // Set once the journal record, the commit point, is durable.
+        let mut committed = false;
+        let appended = self.audit.append_with(
             (&workflow, Carrier::CheckpointJournal),
             "checkpoint_create",
             audit_data,
@@ -496,6 +501,7 @@ impl FileCheckpoints {
                     Some(known) => known.journal.append(&journal, line),
                     None => state_log::append(&journal, line, append_at),
                 }?;
+                committed = true;
                 // Committed. Published before the entry is copied to the
                 // audit log, so that an entry there always has its
                 // checkpoint visible: a creator that dies before the copy
@@ -528,27 +534,40 @@ impl FileCheckpoints {
                 })?;
                 Ok(journal_len)
             },
-        )?;
+        );
+        let (journal_len, entry) = match appended {
+            Ok(appended) => appended,
+            // Committed but not published: the change was made, and it
+            // becomes visible on the next open or creation.
+            Err(e) if committed => {
+                self.tails.forget(&workflow);
+                warn(self.on_warning.as_ref(), &e);
+                return Ok(checkpoint);
+            }
+            Err(e) => return Err(e),
+        };
         if let Err(e) = entry {
-            return Err(unaudited(
+            warn_unaudited(
+                self.on_warning.as_ref(),
                 e,
-                &format!(
-                    "checkpoint {id} was created, but its audit entry was not written yet \
-                     (it is recovered from the journal when the store is next opened)"
-                ),
-            ));
+                &format!("checkpoint {id} was created"),
+                "journal",
+            );
         }
         if journal_len > state_log::COMPACT_AT {
-            self.settle_journal(&workflow).map_err(|e| {
-                after_the_change(
-                    e,
-                    "settle checkpoint journal",
-                    &format!(
-                        "checkpoint {id} was created; settling the journal failed \
-                         (the next creation or prune tries again)"
+            if let Err(e) = self.settle_journal(&workflow) {
+                warn(
+                    self.on_warning.as_ref(),
+                    &after_the_change(
+                        e,
+                        "settle checkpoint journal",
+                        &format!(
+                            "checkpoint {id} was created; settling the journal failed \
+                             (the next creation or prune tries again)"
+                        ),
                     ),
-                )
-            })?;
+                );
+            }
             return Ok(checkpoint);
         }
         let known = match known {
@@ -912,15 +931,14 @@ impl CheckpointBackend for FileCheckpoints {
                         durable::append(&index_path, &record.encode())
                     })
                 })?;
-        entry.map_err(|e| {
-            unaudited(
+        if let Err(e) = entry {
+            warn_unaudited(
+                self.on_warning.as_ref(),
                 e,
-                &format!(
-                    "checkpoint {id} was created, but its audit entry was not written yet (it is \
-                     recovered from the audit intent when the store is next opened)"
-                ),
-            )
-        })?;
+                &format!("checkpoint {id} was created"),
+                "audit intent",
+            );
+        }
         Ok(checkpoint)
     }
 

@@ -17,7 +17,10 @@ use crate::file_store::FileBackend;
 use crate::file_store::audit_log::AuditLog;
 use crate::file_store::checkpoint_index::{IndexProblem, IndexReader};
 use crate::file_store::state_log;
-use crate::health::{Component, HealthReport, REPAIR_EVENT, Status, component, finish};
+use crate::health::{
+    Component, HealthReport, REPAIR_EVENT, Status, component, finish, missing_parent,
+    pruned_checkpoints,
+};
 use crate::lock::{Held, LockManager};
 use crate::name::validate_name;
 use serde_json::Value;
@@ -125,7 +128,7 @@ impl Checker<'_> {
                     "{}: {}{}",
                     log.display(),
                     if found.torn_tail {
-                        "an update interrupted by a crash left an unfinished last line"
+                        "its last line is unfinished: an update that did not complete (a crash, or a write that failed, for example on a full disk); readers ignore it"
                     } else {
                         ""
                     },
@@ -156,6 +159,9 @@ impl Checker<'_> {
     fn checkpoints(&mut self) -> Result<Component> {
         let mut problems = Vec::new();
         let cps = self.files.file_checkpoints();
+        // An audit log that cannot be read is the audit component's
+        // problem; here every missing parent then counts as unexplained.
+        let pruned = pruned_checkpoints(self.files.audit_log()).unwrap_or_default();
         let mut total = 0;
         for workflow in cps.workflows()? {
             let dir = self.root.join("checkpoints").join(&workflow);
@@ -208,7 +214,7 @@ impl Checker<'_> {
             }
             for (id, parent) in &parents {
                 if let Some(p) = parent.as_ref().filter(|p| !parents.contains_key(*p)) {
-                    problems.push((Status::Warning, format!("{workflow}: checkpoint {id} names parent {p}, which does not exist (pruned?): its lineage is truncated")));
+                    problems.push(missing_parent(&workflow, id, p, &pruned));
                 }
             }
             for id in parents.keys() {

@@ -22,7 +22,7 @@ pub(crate) mod state_cache;
 pub(crate) mod state_log;
 
 use crate::audit::AuditTrail;
-use crate::backend::{Backend, InitOutcome, StoreOptions};
+use crate::backend::{Backend, InitOutcome, StoreOptions, WarningHook};
 use crate::checkpoint::CheckpointBackend;
 use crate::clock;
 use crate::durable::{self, ReadOutcome, TEMP_MARKER};
@@ -130,6 +130,7 @@ impl FileBackend {
             audit.clone(),
             options.max_state_bytes,
             options.lock_timeout,
+            options.on_warning.clone(),
         );
         // Finish what a crash or a killed writer left (see `audit`; after a
         // reboot, the checkpoint journals too). A reader without write
@@ -344,28 +345,34 @@ impl FileBackend {
         {
             self.known.keep(workflow, known);
         }
+        // The new generation and its entry are durable from here on: what
+        // fails after this is housekeeping, reported as a warning.
         if let Err(e) = entry {
-            return Err(unaudited(
+            warn_unaudited(
+                self.options.on_warning.as_ref(),
                 e,
                 &format!(
-                    "workflow {workflow:?} generation {} was saved, but its audit entry was not \
-                     written yet (it is recovered from the state log when the store is next opened)",
+                    "workflow {workflow:?} generation {} was saved",
                     doc.generation
                 ),
-            ));
+                "state log",
+            );
         }
-        if log_len > state_log::COMPACT_AT {
-            self.compact_with(workflow, &doc, &log_path).map_err(|e| {
-                after_the_change(
+        if log_len > state_log::COMPACT_AT
+            && let Err(e) = self.compact_with(workflow, &doc, &log_path)
+        {
+            warn(
+                self.options.on_warning.as_ref(),
+                &after_the_change(
                     e,
                     "compact state log",
                     &format!(
                         "workflow {workflow:?} generation {} was saved; compacting its log \
-                         failed (the next write tries again)",
+                     failed (the next write tries again)",
                         doc.generation
                     ),
-                )
-            })?;
+                ),
+            );
         }
         Ok(doc)
     }
@@ -495,16 +502,15 @@ impl FileBackend {
             .append_with_intent(evidence, event, audit_data, || {
                 self.write_base_with(workflow, write)
             })?;
-        entry.map(drop).map_err(|e| {
-            unaudited(
+        if let Err(e) = entry {
+            warn_unaudited(
+                self.options.on_warning.as_ref(),
                 e,
-                &format!(
-                    "workflow {workflow:?} generation {generation} was saved, but its audit entry \
-                     was not written yet (it is recovered from the audit intent when the store is \
-                     next opened)"
-                ),
-            )
-        })
+                &format!("workflow {workflow:?} generation {generation} was saved"),
+                "audit intent",
+            );
+        }
+        Ok(())
     }
 }
 
@@ -530,9 +536,26 @@ fn audit_fields(doc: &StateDoc, mut data: Value) -> Value {
     data
 }
 
-/// Rewords an audit failure so it says what did happen.
-pub(crate) fn unaudited(error: Error, what_happened: &str) -> Error {
-    after_the_change(error, "append audit entry", what_happened)
+/// Reports `error` to `hook`: a housekeeping step that failed after a
+/// change was made and is durable (see `WarningHook`).
+pub(crate) fn warn(hook: Option<&WarningHook>, error: &Error) {
+    if let Some(hook) = hook {
+        hook(&error.to_string());
+    }
+}
+
+/// Warns that the change `made` describes is durable but its audit entry
+/// was not copied to the audit log; the `carrier` (the log that carries
+/// the entry, or the audit intent) gives it back on the next open.
+pub(crate) fn warn_unaudited(hook: Option<&WarningHook>, error: Error, made: &str, carrier: &str) {
+    let what_happened = format!(
+        "{made}, but its audit entry was not copied to the audit log yet (it is recovered \
+         from the {carrier} when the store is next opened)"
+    );
+    warn(
+        hook,
+        &after_the_change(error, "append audit entry", &what_happened),
+    );
 }
 
 /// An I/O failure of `op`, a step that came after the change itself was

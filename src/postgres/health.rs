@@ -11,7 +11,9 @@ use crate::audit::AuditTrail;
 use crate::backend::Backend;
 use crate::checkpoint::Checkpoint;
 use crate::error::Result;
-use crate::health::{Component, HealthReport, Status, component, finish};
+use crate::health::{
+    Component, HealthReport, Status, component, finish, missing_parent, pruned_checkpoints,
+};
 use crate::lock::{Held, NamedLocks};
 use crate::state::StateDoc;
 use std::collections::HashSet;
@@ -96,6 +98,9 @@ fn checkpoints(backend: &PgBackend, bad: &mut Vec<BadRow>) -> Result<Component> 
         )?)
     })?;
     let ids: HashSet<String> = rows.iter().map(|r| r.get(0)).collect();
+    // An audit log that cannot be read is the audit component's problem;
+    // here every missing parent then counts as unexplained.
+    let pruned = pruned_checkpoints(&backend.audit).unwrap_or_default();
     let mut problems = Vec::new();
     for row in &rows {
         let id: String = row.get(0);
@@ -116,11 +121,7 @@ fn checkpoints(backend: &PgBackend, bad: &mut Vec<BadRow>) -> Result<Component> 
             });
         }
         if let Some(parent) = parent.filter(|p| !ids.contains(p)) {
-            // Pruning leaves these by design: the lineage is truncated there.
-            problems.push((
-                Status::Warning,
-                format!("checkpoint {id}: parent {parent} does not exist (pruned?)"),
-            ));
+            problems.push(missing_parent(&workflow, &id, &parent, &pruned));
         }
     }
     Ok(component(
