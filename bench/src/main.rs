@@ -870,17 +870,19 @@ fn worker(args: &[String]) {
         }
         "timed-updates" => {
             // For the Python package's benchmark (python/bench/bench.py):
-            // rounds of N updates of workflow `bench` by the library, each
-            // round started by a line on stdin and answered with its
-            // seconds, so that the open and the process start are not
-            // timed and the rounds interleave with the Python ones.
+            // rounds of N updates of a workflow by the library, each round
+            // started by a line on stdin and answered with its seconds, so
+            // that the open and the process start are not timed and the
+            // rounds interleave with the Python ones. A workflow of its own
+            // (args[3]), so that each side compacts its own log.
             let store = Store::open(Path::new(&args[1]), StoreOptions::default()).unwrap();
             let n: usize = args[2].parse().unwrap();
+            let workflow = &args[3];
             let mut line = String::new();
             while std::io::stdin().read_line(&mut line).unwrap() > 0 {
                 let started = Instant::now();
                 for _ in 0..n {
-                    store.update(WORKFLOW, increment).unwrap();
+                    store.update(workflow, increment).unwrap();
                 }
                 println!("{}", started.elapsed().as_secs_f64());
                 line.clear();

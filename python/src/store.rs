@@ -1,0 +1,549 @@
+//! `wfstate._native.Store`: one opened store. Each method converts its
+//! arguments while holding the GIL, then releases the GIL for everything
+//! that touches the disk, the database or a lock (`Python::detach`), so
+//! other threads run while one waits.
+
+use crate::convert::{serialized, to_py, to_value};
+use crate::errors::{OrRaise, exception, invalid_input};
+use crate::lock::Lock;
+use crate::state::State;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use wfstate::checkpoint::context;
+use wfstate::checkpoint::diff::diff_checkpoints;
+use wfstate::checkpoint::{Checkpoint, ListQuery, NewCheckpoint, ParentChoice, PrunePolicy};
+use wfstate::{Error, StoreOptions};
+
+/// How many stores with other lock timeouts one `Store` keeps open (see
+/// `Store::with_timeout`).
+const MAX_TIMEOUT_VARIANTS: usize = 4;
+
+#[pyclass(module = "wfstate._native", frozen)]
+pub struct Store {
+    /// The folder or URL it was opened at.
+    path: PathBuf,
+    options: StoreOptions,
+    /// The store with the default lock timeout.
+    main: Arc<wfstate::Store>,
+    /// The same store opened with other lock timeouts: the library takes a
+    /// store's lock timeout from its options, and a per-call `timeout=` is
+    /// rare enough that a few extra handles cost less than threading a
+    /// timeout through every backend call.
+    variants: Mutex<Vec<(Option<Duration>, Arc<wfstate::Store>)>>,
+}
+
+/// A timeout in seconds as the library takes it; `None` waits as long as
+/// the holder lives.
+pub fn seconds(py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<Duration>> {
+    timeout
+        .map(|s| {
+            Duration::try_from_secs_f64(s).map_err(|_| {
+                invalid_input(
+                    py,
+                    format!("timeout must be a non-negative number of seconds below 2^64, got {s}"),
+                )
+            })
+        })
+        .transpose()
+}
+
+thread_local! {
+    /// Warnings the library reported on this thread during the current
+    /// call (it reports them on the calling thread, inside `detach`).
+    static WARNINGS: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Issues the warnings of the call that just returned as Python warnings
+/// (`wfstate.StoreWarning`): the change was made, a step after it failed.
+fn issue_warnings(py: Python<'_>) -> PyResult<()> {
+    let warnings = WARNINGS.with(|w| std::mem::take(&mut *w.borrow_mut()));
+    if warnings.is_empty() {
+        return Ok(());
+    }
+    let category = py.import("wfstate._errors")?.getattr("StoreWarning")?;
+    let warn = py.import("warnings")?.getattr("warn")?;
+    for message in warnings {
+        warn.call1((message, &category, 2))?;
+    }
+    Ok(())
+}
+
+fn options(timeout: Option<Duration>) -> wfstate::Result<StoreOptions> {
+    let mut options = StoreOptions {
+        lock_timeout: timeout,
+        on_warning: Some(Arc::new(|warning: &str| {
+            WARNINGS.with(|w| w.borrow_mut().push(warning.to_string()))
+        })),
+        ..StoreOptions::default()
+    };
+    if let Some(key_file) = std::env::var_os("WFSTATE_AUDIT_KEY_FILE") {
+        options.audit_key = Some(wfstate::audit::read_key_file(Path::new(&key_file))?);
+    }
+    Ok(options)
+}
+
+fn current_dir() -> wfstate::Result<PathBuf> {
+    std::env::current_dir().map_err(|e| Error::io("get current directory", ".", e))
+}
+
+impl Store {
+    fn opened(path: PathBuf, options: StoreOptions, store: wfstate::Store) -> Store {
+        Store {
+            path,
+            options,
+            main: Arc::new(store),
+            variants: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The store whose lock timeout is `timeout`.
+    fn with_timeout(&self, timeout: Option<Duration>) -> wfstate::Result<Arc<wfstate::Store>> {
+        if timeout == self.options.lock_timeout {
+            return Ok(self.main.clone());
+        }
+        let mut variants = self.variants.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, store)) = variants.iter().find(|(t, _)| *t == timeout) {
+            return Ok(store.clone());
+        }
+        let options = StoreOptions {
+            lock_timeout: timeout,
+            ..self.options.clone()
+        };
+        let store = Arc::new(wfstate::Store::open(&self.path, options)?);
+        if variants.len() == MAX_TIMEOUT_VARIANTS {
+            variants.remove(0);
+        }
+        variants.push((timeout, store.clone()));
+        Ok(store)
+    }
+
+    /// The folder file paths are recorded relative to: the one that holds
+    /// the store folder (as the CLI does), or the current directory for a
+    /// database.
+    fn project_root(&self) -> PathBuf {
+        if wfstate::store::is_database_url(&self.path) {
+            return current_dir().unwrap_or_else(|_| PathBuf::from("."));
+        }
+        let absolute = std::fs::canonicalize(&self.path).unwrap_or_else(|_| self.path.clone());
+        absolute
+            .parent()
+            .map_or(absolute.clone(), Path::to_path_buf)
+    }
+
+    fn checkpoint_dict<'py>(
+        py: Python<'py>,
+        checkpoint: &Checkpoint,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        serialized(py, checkpoint)
+    }
+}
+
+#[pymethods]
+impl Store {
+    /// Opens the store at `path` (a store folder or a `postgres://` URL);
+    /// without one, `WFSTATE_STORE`, else the nearest `.wfstate/` upwards.
+    #[staticmethod]
+    #[pyo3(signature = (path=None, timeout=Some(60.0)))]
+    fn open(py: Python<'_>, path: Option<PathBuf>, timeout: Option<f64>) -> PyResult<Store> {
+        let timeout = seconds(py, timeout)?;
+        py.detach(|| {
+            let explicit = path.or_else(|| std::env::var_os("WFSTATE_STORE").map(PathBuf::from));
+            let path = wfstate::store::locate(explicit.as_deref(), &current_dir()?)?;
+            let options = options(timeout)?;
+            let store = wfstate::Store::open(&path, options.clone())?;
+            Ok(Store::opened(path, options, store))
+        })
+        .or_raise(py)
+    }
+
+    /// Creates a store at `path` (default `./.wfstate`), or accepts an
+    /// existing one. Returns the store and whether it was created.
+    #[staticmethod]
+    #[pyo3(signature = (path=None, timeout=Some(60.0)))]
+    fn init(
+        py: Python<'_>,
+        path: Option<PathBuf>,
+        timeout: Option<f64>,
+    ) -> PyResult<(Store, bool)> {
+        let timeout = seconds(py, timeout)?;
+        py.detach(|| {
+            let path = match path {
+                Some(path) => path,
+                None => current_dir()?.join(wfstate::STORE_DIR_NAME),
+            };
+            let options = options(timeout)?;
+            let (store, outcome) = wfstate::Store::init(&path, options.clone())?;
+            let created = outcome == wfstate::InitOutcome::Created;
+            Ok((Store::opened(path, options, store), created))
+        })
+        .or_raise(py)
+    }
+
+    /// Where the data lives (a database URL without its password).
+    #[getter]
+    fn location(&self) -> String {
+        self.main.location()
+    }
+
+    /// The path or URL the store was opened at.
+    #[getter]
+    fn path(&self) -> String {
+        self.path.to_string_lossy().into_owned()
+    }
+
+    fn get(&self, py: Python<'_>, workflow: &str) -> PyResult<State> {
+        let doc = py.detach(|| self.main.load(workflow)).or_raise(py)?;
+        State::of(py, &doc)
+    }
+
+    fn verify(&self, py: Python<'_>, workflow: &str) -> PyResult<State> {
+        let doc = py.detach(|| self.main.verify(workflow)).or_raise(py)?;
+        State::of(py, &doc)
+    }
+
+    #[pyo3(signature = (workflow, data, expect_generation=None, timeout=Some(60.0)))]
+    fn set<'py>(
+        &self,
+        py: Python<'py>,
+        workflow: &str,
+        data: &Bound<'py, PyAny>,
+        expect_generation: Option<u64>,
+        timeout: Option<f64>,
+    ) -> PyResult<State> {
+        let value = to_value(data)?;
+        let timeout = seconds(py, timeout)?;
+        let doc = py
+            .detach(|| {
+                self.with_timeout(timeout)?
+                    .save(workflow, value, expect_generation)
+            })
+            .or_raise(py)?;
+        issue_warnings(py)?;
+        State::of(py, &doc)
+    }
+
+    /// One locked read-modify-write: `edit` gets the data as a dict it may
+    /// change in place, and may return a replacement. An exception in
+    /// `edit` writes nothing and propagates unchanged.
+    #[pyo3(signature = (workflow, edit, timeout=Some(60.0)))]
+    fn update<'py>(
+        &self,
+        py: Python<'py>,
+        workflow: &str,
+        edit: Py<PyAny>,
+        timeout: Option<f64>,
+    ) -> PyResult<State> {
+        let timeout = seconds(py, timeout)?;
+        let mut raised: Option<PyErr> = None;
+        let result = py.detach(|| {
+            self.with_timeout(timeout)?.update(workflow, |data| {
+                // The lock is held; take the GIL back only to run `edit`.
+                Python::attach(|py| {
+                    let outcome = (|| -> PyResult<Value> {
+                        let current = to_py(py, data)?;
+                        let returned = edit.bind(py).call1((current.clone(),))?;
+                        to_value(if returned.is_none() {
+                            &current
+                        } else {
+                            &returned
+                        })
+                    })();
+                    match outcome {
+                        Ok(value) => {
+                            *data = value;
+                            Ok(())
+                        }
+                        Err(err) => {
+                            raised = Some(err);
+                            Err(Error::InvalidInput("the update function raised".into()))
+                        }
+                    }
+                })
+            })
+        });
+        if let Some(err) = raised {
+            return Err(err);
+        }
+        let doc = result.or_raise(py)?;
+        issue_warnings(py)?;
+        State::of(py, &doc)
+    }
+
+    fn workflows(&self, py: Python<'_>) -> PyResult<Vec<String>> {
+        py.detach(|| self.main.list_workflows()).or_raise(py)
+    }
+
+    #[pyo3(signature = (workflow, message=None, phase=None, item=None, summary=None,
+                        decisions=Vec::new(), files=Vec::new(), parent=None, root=false))]
+    #[allow(clippy::too_many_arguments)]
+    fn create_checkpoint<'py>(
+        &self,
+        py: Python<'py>,
+        workflow: String,
+        message: Option<String>,
+        phase: Option<String>,
+        item: Option<String>,
+        summary: Option<String>,
+        decisions: Vec<String>,
+        files: Vec<PathBuf>,
+        parent: Option<String>,
+        root: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        if root && parent.is_some() {
+            return Err(invalid_input(
+                py,
+                "give parent or root=True, not both".into(),
+            ));
+        }
+        let checkpoint = py
+            .detach(|| {
+                let project = self.project_root();
+                let files = files
+                    .iter()
+                    .map(|path| context::fingerprint(path, &project))
+                    .collect::<wfstate::Result<Vec<_>>>()?;
+                self.main.create_checkpoint(NewCheckpoint {
+                    workflow,
+                    phase,
+                    item,
+                    message,
+                    context_summary: summary,
+                    key_decisions: decisions,
+                    files,
+                    parent: match (parent, root) {
+                        (_, true) => ParentChoice::Root,
+                        (Some(id), false) => ParentChoice::Id(id),
+                        (None, false) => ParentChoice::Latest,
+                    },
+                    origin: None,
+                })
+            })
+            .or_raise(py)?;
+        issue_warnings(py)?;
+        Self::checkpoint_dict(py, &checkpoint)
+    }
+
+    /// Listing rows, newest first: id, workflow, created_at, parent, and
+    /// phase/item/message, or `error` for a checkpoint that does not verify.
+    #[pyo3(signature = (workflow=None, phase=None, limit=None, before=None))]
+    fn checkpoints<'py>(
+        &self,
+        py: Python<'py>,
+        workflow: Option<String>,
+        phase: Option<String>,
+        limit: Option<usize>,
+        before: Option<String>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let entries = py
+            .detach(|| {
+                self.main.checkpoints()?.list(&ListQuery {
+                    workflow,
+                    phase,
+                    limit: limit.unwrap_or(usize::MAX),
+                    before,
+                })
+            })
+            .or_raise(py)?;
+        serialized(py, &entries)
+    }
+
+    fn checkpoint<'py>(&self, py: Python<'py>, id: &str) -> PyResult<Bound<'py, PyAny>> {
+        let checkpoint = py
+            .detach(|| self.main.checkpoints()?.get(id))
+            .or_raise(py)?;
+        Self::checkpoint_dict(py, &checkpoint)
+    }
+
+    /// The lineage of `id`, newest first, each checkpoint verified.
+    #[pyo3(signature = (id, max_depth=None))]
+    fn chain<'py>(
+        &self,
+        py: Python<'py>,
+        id: &str,
+        max_depth: Option<usize>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let checkpoints = py
+            .detach(|| {
+                let backend = self.main.checkpoints()?;
+                let chain = backend.chain(id, max_depth.unwrap_or(usize::MAX))?;
+                chain
+                    .links
+                    .iter()
+                    .map(|link| backend.get(&link.id))
+                    .collect::<wfstate::Result<Vec<_>>>()
+            })
+            .or_raise(py)?;
+        let list = PyList::empty(py);
+        for checkpoint in &checkpoints {
+            list.append(Self::checkpoint_dict(py, checkpoint)?)?;
+        }
+        Ok(list)
+    }
+
+    /// The state of `b` as an RFC 6902 patch against the state of `a`.
+    fn diff<'py>(&self, py: Python<'py>, a: &str, b: &str) -> PyResult<Bound<'py, PyAny>> {
+        let diff = py
+            .detach(|| {
+                let backend = self.main.checkpoints()?;
+                Ok(diff_checkpoints(&backend.get(a)?, &backend.get(b)?))
+            })
+            .or_raise(py)?;
+        serialized(py, &diff.state_patch)
+    }
+
+    /// Makes checkpoint `id`'s state the workflow's current state.
+    #[pyo3(signature = (id, timeout=Some(60.0)))]
+    fn restore<'py>(&self, py: Python<'py>, id: &str, timeout: Option<f64>) -> PyResult<State> {
+        let timeout = seconds(py, timeout)?;
+        let (_, doc) = py
+            .detach(|| self.with_timeout(timeout)?.restore(id))
+            .or_raise(py)?;
+        issue_warnings(py)?;
+        State::of(py, &doc)
+    }
+
+    #[pyo3(signature = (workflow=None, older_than_days=None, keep_last=None, dry_run=false))]
+    fn prune<'py>(
+        &self,
+        py: Python<'py>,
+        workflow: Option<String>,
+        older_than_days: Option<f64>,
+        keep_last: Option<usize>,
+        dry_run: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let older_than = older_than_days
+            .map(|days| {
+                Duration::try_from_secs_f64(days * 86_400.0).map_err(|_| {
+                    invalid_input(
+                        py,
+                        format!(
+                            "older_than_days must be a non-negative number of days, got {days}"
+                        ),
+                    )
+                })
+            })
+            .transpose()?;
+        let pruned = py
+            .detach(|| {
+                self.main.checkpoints()?.prune(&PrunePolicy {
+                    workflow,
+                    older_than,
+                    keep_last,
+                    dry_run,
+                })
+            })
+            .or_raise(py)?;
+        issue_warnings(py)?;
+        serialized(py, &pruned)
+    }
+
+    #[pyo3(signature = (workflow=None, from_id=None))]
+    fn resume_prompt(
+        &self,
+        py: Python<'_>,
+        workflow: Option<String>,
+        from_id: Option<String>,
+    ) -> PyResult<String> {
+        py.detach(|| {
+            self.main
+                .resume(
+                    workflow.as_deref(),
+                    from_id.as_deref(),
+                    &self.project_root(),
+                )
+                .map(|resume| resume.prompt())
+        })
+        .or_raise(py)
+    }
+
+    /// Acquires the named lock; the Python layer releases it when its
+    /// `with` block ends.
+    #[pyo3(signature = (name, shared=false, timeout=Some(60.0), purpose=None))]
+    fn lock(
+        &self,
+        py: Python<'_>,
+        name: String,
+        shared: bool,
+        timeout: Option<f64>,
+        purpose: Option<String>,
+    ) -> PyResult<Lock> {
+        let timeout = seconds(py, timeout)?;
+        Lock::acquire(py, self.main.clone(), name, shared, timeout, purpose)
+    }
+
+    #[pyo3(signature = (name=None))]
+    fn lock_status<'py>(
+        &self,
+        py: Python<'py>,
+        name: Option<String>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let statuses = py
+            .detach(|| {
+                let locks = self.main.locks()?;
+                match &name {
+                    Some(name) => Ok(vec![locks.status(name)?]),
+                    None => locks.list(),
+                }
+            })
+            .or_raise(py)?;
+        serialized(py, &statuses)
+    }
+
+    #[pyo3(signature = (limit=None, event=None))]
+    fn audit_log<'py>(
+        &self,
+        py: Python<'py>,
+        limit: Option<usize>,
+        event: Option<String>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let entries = py
+            .detach(|| self.main.audit()?.read(event.as_deref(), limit))
+            .or_raise(py)?;
+        serialized(py, &entries)
+    }
+
+    /// Checks the whole chain; a chain that does not verify raises
+    /// `IntegrityError` naming the first bad line.
+    fn audit_verify<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let (report, location) = py
+            .detach(|| {
+                let audit = self.main.audit()?;
+                Ok((audit.verify()?, audit.location()))
+            })
+            .or_raise(py)?;
+        if let Some(bad) = &report.first_bad {
+            return Err(exception(
+                py,
+                "IntegrityError",
+                format!(
+                    "audit log {location} is not valid: line {}: {}",
+                    bad.line, bad.reason
+                ),
+                "integrity",
+                3,
+            ));
+        }
+        serialized(py, &report)
+    }
+
+    #[pyo3(signature = (repair=false))]
+    fn health<'py>(&self, py: Python<'py>, repair: bool) -> PyResult<Bound<'py, PyAny>> {
+        let report = py
+            .detach(|| {
+                if repair {
+                    self.main.repair()
+                } else {
+                    self.main.health()
+                }
+            })
+            .or_raise(py)?;
+        let dict = serialized(py, &report)?;
+        dict.cast::<PyDict>()?
+            .set_item("exit_code", report.exit_code())?;
+        Ok(dict)
+    }
+}
