@@ -300,10 +300,18 @@ pub(crate) const VERIFY_BATCH_BYTES: usize = 4 * 1024 * 1024;
 
 /// Verifies a log read from any reader (the file, or bytes when fuzzing);
 /// see [`AuditLog::verify`]. `key` selects the keyed mode.
-pub fn verify_reader(
+pub fn verify_reader(reader: impl BufRead, key: Option<&[u8]>) -> std::io::Result<VerifyReport> {
+    verify_reader_reporting(reader, key, &mut |_| {})
+}
+
+/// [`verify_reader`], telling `checked` how many bytes have been checked
+/// after each batch.
+pub fn verify_reader_reporting(
     mut reader: impl BufRead,
     key: Option<&[u8]>,
+    checked: &mut dyn FnMut(u64),
 ) -> std::io::Result<VerifyReport> {
+    let mut consumed = 0u64;
     let mut report = VerifyReport {
         entries: 0,
         valid: true,
@@ -330,6 +338,7 @@ pub fn verify_reader(
         if buffer.is_empty() {
             break;
         }
+        consumed += buffer.len() as u64;
         let lines: Vec<&[u8]> = buffer.split_inclusive(|b| *b == b'\n').collect();
         let per_thread = lines.len().div_ceil(threads);
         let checks: Vec<LineCheck> = std::thread::scope(|scope| {
@@ -404,6 +413,7 @@ pub fn verify_reader(
                 }
             }
         }
+        checked(consumed);
     }
     Ok(report)
 }

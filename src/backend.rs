@@ -19,6 +19,33 @@ pub const DEFAULT_MAX_STATE_BYTES: u64 = 64 * 1024 * 1024;
 /// Callback told when a state write has to wait for a workflow's lock.
 pub type WaitHook = Arc<dyn Fn(&WaitNotice) + Send + Sync>;
 
+/// How far a long operation (`health`, a repair, `audit verify`, an
+/// import) has come: `done` of `total` units of `task`, where a unit is a
+/// byte when `bytes` is set and an item (a workflow, a file) otherwise.
+/// Reported often; a front end decides what to show.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress<'a> {
+    pub task: &'a str,
+    pub done: u64,
+    pub total: u64,
+    pub bytes: bool,
+}
+
+/// Callback told of the progress of long operations (see [`Progress`]).
+pub type ProgressHook = Arc<dyn Fn(&Progress<'_>) + Send + Sync>;
+
+/// Tells `hook`, if any, that `done` of `total` items of `task` are done.
+pub(crate) fn report_progress(hook: Option<&ProgressHook>, task: &str, done: usize, total: usize) {
+    if let Some(hook) = hook {
+        hook(&Progress {
+            task,
+            done: done as u64,
+            total: total as u64,
+            bytes: false,
+        });
+    }
+}
+
 /// Callback told when a change was made and is durable but a housekeeping
 /// step after it failed (compacting a log, copying an audit entry out of
 /// the log that carries it, publishing or settling a checkpoint). The call
@@ -40,6 +67,8 @@ pub struct StoreOptions {
     /// [`WarningHook`]); without it such failures are not reported, and the
     /// next write, the next open or `health --repair` completes them.
     pub on_warning: Option<WarningHook>,
+    /// Told of the progress of long operations (see [`Progress`]).
+    pub on_progress: Option<ProgressHook>,
     /// Key for the audit log's HMAC mode (see `audit`); `None`: plain SHA-256.
     pub audit_key: Option<Vec<u8>>,
 }
@@ -51,6 +80,7 @@ impl Default for StoreOptions {
             lock_timeout: Some(Duration::from_secs(60)),
             on_lock_wait: None,
             on_warning: None,
+            on_progress: None,
             audit_key: None,
         }
     }

@@ -7,10 +7,12 @@
 //! the same tree adds nothing: states, checkpoints and audit entries already
 //! imported are recognized by their legacy checksum, id and hash.
 
+use crate::backend::report_progress;
 use crate::checkpoint::{ListQuery, NewCheckpoint, ParentChoice, StateSnapshot};
 use crate::error::{Error, Result};
 use crate::legacy::{self, LegacyCheckpoint};
 use crate::name::validate_name;
+use crate::store::ProgressHook;
 use crate::store::Store;
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -97,6 +99,17 @@ fn verb(options: ImportOptions) -> &'static str {
 
 /// Imports the seed-system project at `root` into `store`.
 pub fn import_legacy(store: &Store, root: &Path, options: ImportOptions) -> Result<ImportReport> {
+    import_legacy_reporting(store, root, options, None)
+}
+
+/// [`import_legacy`], telling `progress` how far the reading and the
+/// import of the checkpoints, the bulk of a large project, have come.
+pub fn import_legacy_reporting(
+    store: &Store,
+    root: &Path,
+    options: ImportOptions,
+    progress: Option<&ProgressHook>,
+) -> Result<ImportReport> {
     let tree = legacy::discover(root)?;
     if tree.state.is_none() && tree.checkpoints.is_empty() && tree.audit.is_none() {
         return Err(Error::NotFound {
@@ -128,7 +141,7 @@ pub fn import_legacy(store: &Store, root: &Path, options: ImportOptions) -> Resu
             &mut report,
         )?);
     }
-    import_checkpoints(store, &tree.checkpoints, options, &mut report)?;
+    import_checkpoints(store, &tree.checkpoints, options, progress, &mut report)?;
     if let Some(path) = &tree.audit {
         report.audit = Some(import_audit(store, path, options, &mut report)?);
     }
@@ -232,10 +245,12 @@ fn import_checkpoints(
     store: &Store,
     paths: &[std::path::PathBuf],
     options: ImportOptions,
+    progress: Option<&ProgressHook>,
     report: &mut ImportReport,
 ) -> Result<()> {
     let mut by_workflow: BTreeMap<String, Vec<LegacyCheckpoint>> = BTreeMap::new();
-    for path in paths {
+    for (read, path) in paths.iter().enumerate() {
+        report_progress(progress, "reading checkpoints", read, paths.len());
         match legacy::read_checkpoint(path)? {
             Ok(cp) if validate_name(&cp.workflow_id).is_ok() => by_workflow
                 .entry(cp.workflow_id.clone())
@@ -288,7 +303,13 @@ fn import_checkpoints(
         let by_id: HashMap<String, LegacyCheckpoint> =
             legacy.iter().map(|c| (c.id.clone(), c.clone())).collect();
         let mut visiting = HashSet::new();
-        for cp in &legacy {
+        for (imported, cp) in legacy.iter().enumerate() {
+            report_progress(
+                progress,
+                &format!("importing the checkpoints of {workflow}"),
+                imported,
+                legacy.len(),
+            );
             ensure_imported(
                 store,
                 cp,

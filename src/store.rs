@@ -5,7 +5,8 @@
 
 use crate::audit::AuditTrail;
 pub use crate::backend::{
-    Backend, DEFAULT_MAX_STATE_BYTES, InitOutcome, StoreOptions, WaitHook, WarningHook,
+    Backend, DEFAULT_MAX_STATE_BYTES, InitOutcome, Progress, ProgressHook, StoreOptions, WaitHook,
+    WarningHook,
 };
 use crate::checkpoint::{Checkpoint, CheckpointBackend, NewCheckpoint, StateSnapshot, context};
 use crate::error::{Error, Result};

@@ -15,6 +15,7 @@ mod checkpoint;
 mod demo;
 mod import;
 mod lock;
+mod progress;
 mod state;
 mod terminal;
 
@@ -24,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
-use wfstate::import::{ImportOptions, import_legacy};
+use wfstate::import::{ImportOptions, import_legacy_reporting};
 use wfstate::store;
 use wfstate::{Error, InitOutcome, STORE_DIR_NAME, Store, StoreOptions};
 
@@ -137,7 +138,10 @@ fn main() -> ExitCode {
         Err(e) => e.exit(),
     };
     let json = cli.json;
-    match run(cli, json, &matches) {
+    JSON_OUTPUT.store(json, std::sync::atomic::Ordering::Relaxed);
+    let result = run(cli, json, &matches);
+    progress::finish();
+    match result {
         Ok(mut outcome) => {
             let warnings = std::mem::take(&mut *reported_warnings());
             if let (false, Value::Object(fields)) = (warnings.is_empty(), &mut outcome.output.json)
@@ -276,13 +280,14 @@ fn run(cli: Cli, json: bool, matches: &ArgMatches) -> wfstate::Result<Outcome> {
         } => {
             let path = store::locate(cli.store.as_deref(), &cwd)?;
             let store = open_store(&path, None)?;
-            let report = import_legacy(
+            let report = import_legacy_reporting(
                 &store,
                 &dir,
                 ImportOptions {
                     dry_run,
                     accept_invalid,
                 },
+                progress::hook(json).as_ref(),
             )?;
             report_index_repairs(&store);
             Ok(import::outcome(&report, accept_invalid))
@@ -325,6 +330,9 @@ pub(crate) fn seconds(value: f64) -> wfstate::Result<Duration> {
     })
 }
 
+/// Whether `--json` was given: progress is then never drawn.
+static JSON_OUTPUT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Warnings reported while the command ran (see `open_store`).
 fn reported_warnings() -> std::sync::MutexGuard<'static, Vec<String>> {
     static WARNINGS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
@@ -345,6 +353,7 @@ pub(crate) fn open_store(path: &Path, wait: Option<&WaitArgs>) -> wfstate::Resul
         say!("wfstate: warning: {warning}");
         reported_warnings().push(warning.to_string());
     }));
+    options.on_progress = progress::hook(JSON_OUTPUT.load(std::sync::atomic::Ordering::Relaxed));
     if let Some(key_file) = std::env::var_os("WFSTATE_AUDIT_KEY_FILE") {
         options.audit_key = Some(wfstate::audit::read_key_file(Path::new(&key_file))?);
     }

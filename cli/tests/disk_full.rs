@@ -49,7 +49,10 @@ impl SmallDisk {
 
 impl Drop for SmallDisk {
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.mount).status();
+        let _ = Command::new("umount")
+            .arg("--lazy")
+            .arg(&self.mount)
+            .status();
     }
 }
 

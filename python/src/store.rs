@@ -90,6 +90,15 @@ fn current_dir() -> wfstate::Result<PathBuf> {
     std::env::current_dir().map_err(|e| Error::io("get current directory", ".", e))
 }
 
+/// `path` made absolute, so that the store stays the same one if the
+/// process changes its directory later (a URL is kept as it is).
+fn absolute(path: PathBuf) -> wfstate::Result<PathBuf> {
+    if wfstate::store::is_database_url(&path) {
+        return Ok(path);
+    }
+    std::path::absolute(&path).map_err(|e| Error::io("make absolute", &path, e))
+}
+
 impl Store {
     fn opened(path: PathBuf, options: StoreOptions, store: wfstate::Store) -> Store {
         Store {
@@ -152,7 +161,10 @@ impl Store {
         let timeout = seconds(py, timeout)?;
         py.detach(|| {
             let explicit = path.or_else(|| std::env::var_os("WFSTATE_STORE").map(PathBuf::from));
-            let path = wfstate::store::locate(explicit.as_deref(), &current_dir()?)?;
+            let path = absolute(wfstate::store::locate(
+                explicit.as_deref(),
+                &current_dir()?,
+            )?)?;
             let options = options(timeout)?;
             let store = wfstate::Store::open(&path, options.clone())?;
             Ok(Store::opened(path, options, store))
@@ -172,7 +184,7 @@ impl Store {
         let timeout = seconds(py, timeout)?;
         py.detach(|| {
             let path = match path {
-                Some(path) => path,
+                Some(path) => absolute(path)?,
                 None => current_dir()?.join(wfstate::STORE_DIR_NAME),
             };
             let options = options(timeout)?;

@@ -20,7 +20,8 @@ def small_disk(tmp_path):
     try:
         yield mount
     finally:
-        subprocess.run(["umount", str(mount)], check=False)
+        # Lazily: a store the test still holds open keeps the mount busy.
+        subprocess.run(["umount", "--lazy", str(mount)], check=False)
 
 
 def fill_leaving(mount, free):
@@ -58,3 +59,4 @@ def test_an_update_whose_compaction_fails_is_made_and_warned_about(small_disk):
     assert warned > 0
     filler.unlink()
     assert wfstate.open(small_disk / ".wfstate").get("wf").data["n"] == made
+    del store

@@ -43,8 +43,15 @@ def test_init_creates_a_store_and_accepts_an_existing_one(tmp_path):
 
 def test_init_accepts_a_bare_relative_name(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    wfstate.init("s").set("wf", 1)
+    store = wfstate.init("s")
+    store.set("wf", 1)
     assert wfstate.open("s").get("wf").data == 1
+    # The store stays the same one when the process changes directory.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert store.update("wf", lambda d: d + 1).data == 2
+    assert not (elsewhere / "s").exists()
 
 
 def test_open_finds_the_store_like_the_cli(tmp_path, monkeypatch):

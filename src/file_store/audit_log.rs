@@ -7,8 +7,10 @@
 //! processes keep one chain; each append is fsynced before it returns.
 
 use crate::audit::{
-    AuditEntry, AuditTrail, GENESIS_HASH, VerifyReport, chain_entries, redact, verify_reader,
+    AuditEntry, AuditTrail, GENESIS_HASH, VerifyReport, chain_entries, redact,
+    verify_reader_reporting,
 };
+use crate::backend::{Progress, ProgressHook};
 use crate::durable::{self, FileId};
 use crate::error::{Error, Result};
 use crate::lock::{LockGuard, LockManager};
@@ -36,6 +38,8 @@ pub struct AuditLog {
     checkpoint_root: Option<PathBuf>,
     /// Descriptors kept from one append to the next (shared by clones).
     kept: Arc<Mutex<KeptFiles>>,
+    /// Told how far `verify` has come.
+    on_progress: Option<ProgressHook>,
 }
 
 /// What an appender keeps open between appends, so that the next one,
@@ -172,7 +176,14 @@ impl AuditLog {
             state_dir: None,
             checkpoint_root: None,
             kept: Arc::default(),
+            on_progress: None,
         }
+    }
+
+    /// Tells `hook` how far each `verify` has come.
+    pub(crate) fn with_progress(mut self, hook: Option<ProgressHook>) -> Self {
+        self.on_progress = hook;
+        self
     }
 
     /// Lets state changes carry their entries in the state logs of
@@ -1030,9 +1041,21 @@ impl AuditLog {
                 keyed: self.key.is_some(),
             });
         };
-        verify_reader(
+        let total = file.metadata().map_or(0, |m| m.len());
+        let mut checked = |done: u64| {
+            if let Some(hook) = &self.on_progress {
+                hook(&Progress {
+                    task: "verifying the audit log",
+                    done,
+                    total,
+                    bytes: true,
+                });
+            }
+        };
+        verify_reader_reporting(
             BufReader::with_capacity(256 * 1024, file),
             self.key.as_deref(),
+            &mut checked,
         )
         .map_err(|e| Error::io("read", &self.path, e))
     }

@@ -9,7 +9,7 @@
 //! leaves a quarantine batch no entry names, which the next repair
 //! records). A second repair finds nothing to do.
 
-use crate::backend::{Backend, load_existing};
+use crate::backend::{Backend, load_existing, report_progress};
 use crate::checkpoint::{Checkpoint, CheckpointBackend, validate_id};
 use crate::durable::{self, ReadOutcome, TEMP_MARKER};
 use crate::error::{Error, Result};
@@ -98,10 +98,15 @@ struct Checker<'a> {
 }
 
 impl Checker<'_> {
+    fn progress(&self, task: &str, done: usize, total: usize) {
+        report_progress(self.files.options.on_progress.as_ref(), task, done, total);
+    }
+
     fn states(&mut self) -> Result<Component> {
         let mut problems = Vec::new();
         let names = self.files.list_workflows()?;
-        for name in &names {
+        for (checked, name) in names.iter().enumerate() {
+            self.progress("checking states", checked, names.len());
             if let Err(e) = load_existing(self.files, name) {
                 problems.push((Status::Error, e.to_string()));
                 // The damaged file (the base, or the log whose newest record
@@ -163,7 +168,9 @@ impl Checker<'_> {
         // problem; here every missing parent then counts as unexplained.
         let pruned = pruned_checkpoints(self.files.audit_log()).unwrap_or_default();
         let mut total = 0;
-        for workflow in cps.workflows()? {
+        let workflows = cps.workflows()?;
+        for (checked, workflow) in workflows.iter().cloned().enumerate() {
+            self.progress("checking checkpoints", checked, workflows.len());
             let dir = self.root.join("checkpoints").join(&workflow);
             let mut parents: BTreeMap<String, Option<String>> = BTreeMap::new();
             let mut corrupt = 0;
@@ -645,7 +652,14 @@ fn apply(files: &FileBackend, fixes: Vec<Fix>) -> Result<(Vec<String>, Value)> {
     let mut done = Vec::new();
     let mut unrecorded = Vec::new();
     let mut rebuild: BTreeMap<String, String> = BTreeMap::new();
-    for fix in fixes {
+    let total = fixes.len();
+    for (applied, fix) in fixes.into_iter().enumerate() {
+        report_progress(
+            files.options.on_progress.as_ref(),
+            "repairing",
+            applied,
+            total,
+        );
         match fix {
             Fix::Quarantine { path, lock, why } => {
                 let _guard = match &lock {

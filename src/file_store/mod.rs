@@ -123,7 +123,8 @@ impl FileBackend {
             options.audit_key.clone(),
             options.lock_timeout,
         )
-        .with_state_logs(root.join(STATE_DIR), root.join(CHECKPOINT_DIR));
+        .with_state_logs(root.join(STATE_DIR), root.join(CHECKPOINT_DIR))
+        .with_progress(options.on_progress.clone());
         let checkpoints = FileCheckpoints::new(
             root.join(CHECKPOINT_DIR),
             locks.clone(),
