@@ -26,6 +26,7 @@
 mod checkpoints;
 mod health;
 mod locks;
+mod tls;
 
 use crate::audit::{self, AuditEntry, AuditTrail, VerifyReport};
 use crate::backend::{Backend, InitOutcome, StoreOptions};
@@ -97,6 +98,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// A connection to the store's database, reopened after it breaks.
 pub(crate) struct Db {
     config: Config,
+    /// TLS as the URL's `sslmode` asks (see `tls`).
+    tls: tls::Tls,
     /// `postgres://user@host:port/db`, without the password.
     location: String,
     /// The schema the tables live in (first of the search path).
@@ -105,8 +108,18 @@ pub(crate) struct Db {
 }
 
 /// Parses a store URL. Options the URL gives (`?options=-csearch_path=x`,
-/// `connect_timeout`, ...) are kept.
-fn parse_url(url: &str) -> Result<Config> {
+/// `connect_timeout`, ...) are kept; the TLS options (`sslmode`, ...) and
+/// the password are completed from the environment as libpq does (`tls`).
+fn parse_url(url: &str) -> Result<(Config, tls::Tls)> {
+    let connection = tls::Connection::parse(url)?;
+    let mut config = parse_config(&connection.url)?;
+    tls::fill_password(&mut config)?;
+    let tls = connection.tls(&mut config)?;
+    Ok((config, tls))
+}
+
+/// `postgres::Config` of a URL without TLS options.
+fn parse_config(url: &str) -> Result<Config> {
     let mut config = Config::from_str(url).map_err(|e| {
         Error::InvalidInput(format!(
             "cannot parse the PostgreSQL URL {:?}: {e}",
@@ -318,13 +331,38 @@ impl<C: GenericClient> Cached<'_, C> {
     }
 }
 
+/// A new connection as `config` and `tls` say; a TLS failure says which
+/// check failed.
+fn open_connection(config: &Config, tls: &tls::Tls, location: &str) -> Result<Client> {
+    let connected = match tls {
+        tls::Tls::Plain => config.connect(NoTls),
+        tls::Tls::Rustls(make) => config.connect(make.clone()),
+    };
+    connected.map_err(|e| match db_error("connect", location, &e) {
+        Error::Database {
+            op,
+            location,
+            message,
+        } => {
+            let message = match tls::explain(&e) {
+                Some(check) => format!("{check}: {message}"),
+                None => message,
+            };
+            Error::Database {
+                op,
+                location,
+                message,
+            }
+        }
+        other => other,
+    })
+}
+
 impl Db {
     fn connect(url: &str) -> Result<Db> {
-        let config = parse_url(url)?;
+        let (config, tls) = parse_url(url)?;
         let described = describe_config(&config);
-        let mut client = config
-            .connect(NoTls)
-            .map_err(|e| db_error("connect", &described, &e))?;
+        let mut client = open_connection(&config, &tls, &described)?;
         let schema: Option<String> = client
             .query_one("SELECT current_schema()", &[])
             .map_err(|e| db_error("read the search path", &described, &e))?
@@ -337,6 +375,7 @@ impl Db {
         };
         Ok(Db {
             config,
+            tls,
             location,
             schema,
             session: Mutex::new(Some(Session {
@@ -357,9 +396,7 @@ impl Db {
 
     /// A new connection of its own (for a lock held by its session).
     pub(crate) fn dedicated_connection(&self) -> Result<Client> {
-        self.config
-            .connect(NoTls)
-            .map_err(|e| db_error("connect", &self.location, &e))
+        open_connection(&self.config, &self.tls, &self.location)
     }
 
     /// Runs `f` on the shared connection, reconnecting first if the last
@@ -1017,7 +1054,7 @@ mod tests {
             redact_password("postgres://me@db/wf"),
             "postgres://me@db/wf"
         );
-        let config = parse_url("postgres://me:s3cret@db.example:6000/wf").unwrap();
+        let config = parse_config("postgres://me:s3cret@db.example:6000/wf").unwrap();
         let described = describe_config(&config);
         assert_eq!(described, "postgres://me@db.example:6000/wf");
     }
