@@ -84,17 +84,21 @@ fn home() -> Option<PathBuf> {
     env("HOME").map(PathBuf::from)
 }
 
-/// `%XX` escapes of a URL parameter, decoded.
+/// `%XX` escapes of a URL parameter, decoded; anything else, including a
+/// `%` not followed by two hex digits, is kept as it is.
 fn percent_decode(text: &str) -> String {
+    let hex = |b: u8| (b as char).to_digit(16);
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%'
-            && i + 2 < bytes.len()
-            && let Ok(byte) = u8::from_str_radix(&text[i + 1..i + 3], 16)
+            && let (Some(high), Some(low)) = (
+                bytes.get(i + 1).copied().and_then(hex),
+                bytes.get(i + 2).copied().and_then(hex),
+            )
         {
-            out.push(byte);
+            out.push((high * 16 + low) as u8);
             i += 3;
             continue;
         }
@@ -470,6 +474,17 @@ mod tests {
         assert_eq!(c.mode, Mode::VerifyFull);
         assert_eq!(c.root_cert.as_deref(), Some(Path::new("/tmp/ca.pem")));
         assert!(Connection::parse("postgres://h/db?sslmode=allow").is_err());
+    }
+
+    #[test]
+    fn percent_escapes_decode_and_anything_else_is_kept() {
+        assert_eq!(percent_decode("%2Ftmp%2fca.pem"), "/tmp/ca.pem");
+        // A sign is not a hex digit, and a multibyte character after `%`
+        // is kept whole (slicing inside it used to panic).
+        assert_eq!(percent_decode("%+1"), "%+1");
+        assert_eq!(percent_decode("%éa%"), "%éa%");
+        assert_eq!(percent_decode("%aé"), "%aé");
+        assert_eq!(percent_decode("100%"), "100%");
     }
 
     #[test]
