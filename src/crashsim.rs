@@ -447,6 +447,21 @@ pub fn explore(
     seed: u64,
     check: &dyn Fn(&Path, bool) -> Result<(), String>,
 ) -> Exploration {
+    explore_points(root, initial, trace, seed, &|dir, k| {
+        check(dir, k == trace.len())
+    })
+}
+
+/// [`explore`] for a trace of several writers, whose check needs the crash
+/// point itself (how many operations of `trace` happened before the crash)
+/// to tell which writers had returned.
+pub fn explore_points(
+    root: &Path,
+    initial: &Tree,
+    trace: &[Op],
+    seed: u64,
+    check: &dyn Fn(&Path, usize) -> Result<(), String>,
+) -> Exploration {
     let prepared = prepare(initial, root, trace);
     let mut result = Exploration {
         operations: trace.len(),
@@ -463,7 +478,7 @@ pub fn explore(
             let dir = scratch.path().join(format!("{k}-{n}"));
             std::fs::create_dir(&dir).expect("state dir");
             state.materialize(&dir);
-            if let Err(why) = check(&dir, k == trace.len()) {
+            if let Err(why) = check(&dir, k) {
                 result.violations.push((k, why));
             }
             std::fs::remove_dir_all(&dir).expect("clean state dir");

@@ -433,6 +433,23 @@ pub fn sync_file(path: &Path) -> Result<()> {
     os_fsync(&file, path, false).map_err(|e| Error::io("fsync", path, e))
 }
 
+/// `fdatasync` of an existing file: makes the data written to it so far
+/// durable (a state log whose record was written unsynced).
+pub fn sync_data(path: &Path) -> Result<()> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(store_open_flags())
+        .open(path)
+        .map_err(|e| Error::io("open", path, e))?;
+    sync_data_in(&file, path)
+}
+
+/// [`sync_data`] through a descriptor the caller keeps open; `path` names
+/// the file in errors and for the crash simulator.
+pub fn sync_data_in(file: &File, path: &Path) -> Result<()> {
+    os_fdatasync(file, path).map_err(|e| Error::io("fsync", path, e))
+}
+
 /// Identifies this boot of the machine. Unsynced writes can be lost only
 /// by an OS crash or power cut, which always ends the boot: data written
 /// unsynced under the current boot id is still there.
@@ -752,6 +769,56 @@ pub(crate) mod sim {
         static SKIP_DIR_FSYNC: Cell<bool> = const { Cell::new(false) };
         static BOOT_ID: RefCell<Option<String>> = const { RefCell::new(None) };
         static SKIP_AUDIT_RECOVERY: Cell<bool> = const { Cell::new(false) };
+        static SHARED_TRACE: RefCell<Option<SharedTrace>> = const { RefCell::new(None) };
+        static PHASE_HOOK: RefCell<Option<PhaseHook>> = const { RefCell::new(None) };
+        static ACK_WITHOUT_WAITING: Cell<bool> = const { Cell::new(false) };
+        static SKIP_ROLLBACK: Cell<bool> = const { Cell::new(false) };
+    }
+
+    /// One trace that several threads record into, in the order their
+    /// operations happen (the interleavings of concurrent commits).
+    pub type SharedTrace = std::sync::Arc<std::sync::Mutex<Vec<Op>>>;
+
+    /// Called at the named points of a commit (see `phase`).
+    pub type PhaseHook = Box<dyn Fn(&'static str)>;
+
+    /// Makes this thread record into `trace` instead of its own trace.
+    pub fn share_trace(trace: Option<SharedTrace>) {
+        SHARED_TRACE.with(|t| *t.borrow_mut() = trace);
+    }
+
+    /// Lets a test stop this thread at the points of a commit
+    /// (`"written"`, `"synced"`, `"done"`) to run another writer between.
+    pub fn set_phase_hook(hook: Option<PhaseHook>) {
+        PHASE_HOOK.with(|h| *h.borrow_mut() = hook);
+    }
+
+    pub fn phase(name: &'static str) {
+        PHASE_HOOK.with(|h| {
+            if let Some(hook) = h.borrow().as_ref() {
+                hook(name);
+            }
+        });
+    }
+
+    /// A mutant for the simulator to catch: a pipelined commit returns
+    /// success without waiting for the entries before its own to be durable.
+    pub fn set_mutation_ack_without_waiting(on: bool) {
+        ACK_WITHOUT_WAITING.with(|m| m.set(on));
+    }
+
+    pub fn mutation_acks_without_waiting() -> bool {
+        ACK_WITHOUT_WAITING.with(|m| m.get())
+    }
+
+    /// A mutant for the simulator to catch: recovery after a reboot keeps
+    /// state records whose entries follow a lost one.
+    pub fn set_mutation_skip_rollback(on: bool) {
+        SKIP_ROLLBACK.with(|m| m.set(on));
+    }
+
+    pub fn mutation_skips_rollback() -> bool {
+        SKIP_ROLLBACK.with(|m| m.get())
     }
 
     /// A mutant for the simulator to catch: opening a store does not recover
@@ -783,6 +850,10 @@ pub(crate) mod sim {
     }
 
     pub fn record(op: Op) {
+        if let Some(shared) = SHARED_TRACE.with(|t| t.borrow().clone()) {
+            shared.lock().unwrap_or_else(|e| e.into_inner()).push(op);
+            return;
+        }
         TRACE.with(|t| {
             if let Some(trace) = t.borrow_mut().as_mut() {
                 trace.push(op);
@@ -852,6 +923,8 @@ pub(crate) mod sim {
                 SHORT_DONE.with(|d| d.set(true));
                 Ok(Some(len / 2))
             }
+            // One byte cannot be written short: it fails outright.
+            Some(Fault::WriteShortThenEnospc { nth }) if n == nth => Err(enospc()),
             _ => Ok(None),
         }
     }

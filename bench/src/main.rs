@@ -30,6 +30,10 @@ struct Config {
     dir: PathBuf,
     /// A PostgreSQL database to compare the file store with (`--pg URL`).
     pg: Option<String>,
+    /// Where to draw the writers-scaling chart (`--plot FILE`, SVG).
+    plot: Option<PathBuf>,
+    /// Only the writers-scaling figures (`--only-scaling`).
+    only_scaling: bool,
 }
 
 fn main() {
@@ -43,6 +47,8 @@ fn main() {
         json: false,
         dir: PathBuf::from("target/wfstate-bench"),
         pg: std::env::var("WFSTATE_BENCH_PG").ok(),
+        plot: None,
+        only_scaling: false,
     };
     let mut rest = args.iter();
     while let Some(arg) = rest.next() {
@@ -51,13 +57,20 @@ fn main() {
             "--json" => config.json = true,
             "--dir" => config.dir = PathBuf::from(rest.next().expect("--dir needs a value")),
             "--pg" => config.pg = Some(rest.next().expect("--pg needs a URL").clone()),
+            "--plot" => {
+                config.plot = Some(PathBuf::from(rest.next().expect("--plot needs a file")))
+            }
+            "--only-scaling" => config.only_scaling = true,
             "-h" | "--help" => {
                 println!(
-                    "usage: wfstate-bench [--quick] [--json] [--dir DIR] [--pg URL]\n\
+                    "usage: wfstate-bench [--quick] [--json] [--dir DIR] [--pg URL] [--plot FILE]\n\
+                     \x20                     [--only-scaling]\n\
                      Measures wfstate against this machine's fsync floor. DIR (default\n\
                      target/wfstate-bench) must be on the disk you care about, not tmpfs.\n\
                      --pg URL (or WFSTATE_BENCH_PG) also measures the PostgreSQL backend\n\
-                     in the schema wfstate_bench of that database (dropped first)."
+                     in the schema wfstate_bench of that database (dropped first).\n\
+                     --plot FILE draws updates/s against concurrent writers (wfstate,\n\
+                     SQLite, the floor) as an SVG chart; --only-scaling measures only that."
                 );
                 return;
             }
@@ -92,6 +105,31 @@ fn run(config: &Config) -> Map<String, Value> {
         eprintln!("  {key} = {value}");
         figures.insert(key.to_string(), json!(value));
     };
+
+    eprintln!("concurrent writers of distinct workflows");
+    let scaling = writers_scaling(&dir, scale(2000, 500));
+    for (writers, point) in &scaling {
+        put(&format!("update_per_s_{writers}wf"), point.wfstate);
+        put(&format!("sqlite_update_per_s_{writers}wf"), point.sqlite);
+        put(&format!("floor_per_s_{writers}wf"), point.floor);
+    }
+    let (one, eight) = (&scaling[0].1, &scaling[scaling.len() - 1].1);
+    put("update_vs_sqlite_1wf", one.wfstate / one.sqlite);
+    put("update_vs_sqlite_8wf", eight.wfstate / eight.sqlite);
+    put("update_vs_floor_8wf", eight.wfstate / eight.floor);
+    put("update_p50_us_1wf", one.wfstate_p50_us);
+    put("update_p99_us_8wf", eight.wfstate_p99_us);
+    put(
+        "update_p99_8wf_vs_p50_1wf",
+        eight.wfstate_p99_us / one.wfstate_p50_us,
+    );
+    if let Some(plot) = &config.plot {
+        std::fs::write(plot, scaling_chart(&scaling)).expect("write the chart");
+        eprintln!("  chart written to {}", plot.display());
+    }
+    if config.only_scaling {
+        return figures;
+    }
 
     eprintln!("fsync floor");
     let floor = fsync_floor_us(&dir, scale(500, 150));
@@ -353,24 +391,29 @@ impl SqliteBaseline {
     }
 
     fn update(&self) {
-        let conn = &self.conn;
-        conn.execute_batch("BEGIN IMMEDIATE").unwrap();
-        let (generation, text): (i64, String) = conn
-            .query_row(
-                "SELECT generation, data FROM state WHERE workflow = ?1",
-                [WORKFLOW],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .unwrap();
-        let mut data: Value = serde_json::from_str(&text).unwrap();
-        increment(&mut data).unwrap();
-        conn.execute(
-            "UPDATE state SET generation = ?1, data = ?2 WHERE workflow = ?3",
-            (generation + 1, data.to_string(), WORKFLOW),
+        sqlite_update(&self.conn, WORKFLOW);
+    }
+}
+
+/// The baseline's locked read-modify-write of `row`: what a wfstate update
+/// does, in one SQLite transaction.
+fn sqlite_update(conn: &rusqlite::Connection, row: &str) {
+    conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let (generation, text): (i64, String) = conn
+        .query_row(
+            "SELECT generation, data FROM state WHERE workflow = ?1",
+            [row],
+            |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .unwrap();
-        conn.execute_batch("COMMIT").unwrap();
-    }
+    let mut data: Value = serde_json::from_str(&text).unwrap();
+    increment(&mut data).unwrap();
+    conn.execute(
+        "UPDATE state SET generation = ?1, data = ?2 WHERE workflow = ?3",
+        (generation + 1, data.to_string(), row),
+    )
+    .unwrap();
+    conn.execute_batch("COMMIT").unwrap();
 }
 
 /// Single-process updates of wfstate and of SQLite, `n` each, measured in
@@ -888,6 +931,7 @@ fn worker(args: &[String]) {
                 line.clear();
             }
         }
+        "writer" => scaling_worker(&args[1..]),
         "handoff" => {
             let locks = LockManager::open(&args[1]).unwrap();
             let rounds: usize = args[2].parse().unwrap();
@@ -947,4 +991,263 @@ fn worker(args: &[String]) {
         }
         other => panic!("unknown worker {other}"),
     }
+}
+
+/// One point of the writers-scaling figures: `writers` processes at once,
+/// each updating its own ~1 KiB record.
+struct ScalingPoint {
+    wfstate: f64,
+    sqlite: f64,
+    floor: f64,
+    wfstate_p50_us: f64,
+    wfstate_p99_us: f64,
+}
+
+/// For 1, 2, 4 and 8 concurrent writers, each doing `n` locked
+/// read-modify-write updates of its own ~1 KiB record: wfstate (a workflow
+/// each, one store), SQLite (WAL, synchronous=FULL, one database, a row
+/// each, the same read-modify-write in `BEGIN IMMEDIATE`), and the floor
+/// (each writer overwrites 1 KiB in place in its own preallocated file and
+/// `fdatasync`s it). The three run one after another for each count, so
+/// drift in the machine's speed falls on all three alike. Throughput is
+/// all updates over the wall time from the first writer's start to the
+/// last one's end; every writer waits for a common start signal after
+/// opening and warming up.
+fn writers_scaling(dir: &Path, n: usize) -> Vec<(usize, ScalingPoint)> {
+    let mut points = Vec::new();
+    for writers in [1usize, 2, 4, 8] {
+        let round = dir.join(format!("scaling-{writers}"));
+        std::fs::create_dir_all(&round).unwrap();
+        let store = round.join("store");
+        Store::init(&store, StoreOptions::default()).unwrap();
+        let db = round.join("scaling.sqlite");
+        {
+            let conn = rusqlite::Connection::open(&db).unwrap();
+            conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+            conn.execute_batch(
+                "CREATE TABLE state (workflow TEXT PRIMARY KEY, generation INTEGER, data TEXT)",
+            )
+            .unwrap();
+        }
+        let floor_dir = round.join("floor");
+        std::fs::create_dir_all(&floor_dir).unwrap();
+        let (floor, _) = run_writers("floor", &floor_dir, writers, n);
+        let (sqlite, _) = run_writers("sqlite", &db, writers, n);
+        let (wfstate, mut latencies) = run_writers("wfstate", &store, writers, n);
+        latencies.sort_by(f64::total_cmp);
+        eprintln!(
+            "  {writers} writers: wfstate {wfstate:.0}/s, sqlite {sqlite:.0}/s, floor {floor:.0}/s"
+        );
+        points.push((
+            writers,
+            ScalingPoint {
+                wfstate,
+                sqlite,
+                floor,
+                wfstate_p50_us: percentile(&latencies, 0.50),
+                wfstate_p99_us: percentile(&latencies, 0.99),
+            },
+        ));
+        let _ = std::fs::remove_dir_all(&round);
+    }
+    points
+}
+
+/// Runs `writers` workers of `kind` on `location`, `n` updates each; returns
+/// the total updates per second and every update's latency in µs.
+fn run_writers(kind: &str, location: &Path, writers: usize, n: usize) -> (f64, Vec<f64>) {
+    let go = location.with_extension(format!("go-{kind}"));
+    let _ = std::fs::remove_file(&go);
+    let mut children: Vec<Child> = (0..writers)
+        .map(|i| {
+            spawn_worker(&[
+                "writer",
+                kind,
+                path_str(location),
+                &i.to_string(),
+                &n.to_string(),
+                path_str(&go),
+            ])
+        })
+        .collect();
+    // Each worker says "ready" once opened and warmed up.
+    let mut outputs: Vec<BufReader<std::process::ChildStdout>> = children
+        .iter_mut()
+        .map(|c| BufReader::new(c.stdout.take().unwrap()))
+        .collect();
+    for out in &mut outputs {
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "ready", "{kind} worker did not start");
+    }
+    File::create(&go).unwrap();
+    let (mut first_start, mut last_end) = (u128::MAX, 0u128);
+    let mut latencies = Vec::with_capacity(writers * n);
+    for (child, out) in children.into_iter().zip(outputs) {
+        let mut lines = out.lines();
+        let span = lines.next().unwrap().unwrap();
+        let (start, end) = span.split_once(' ').unwrap();
+        first_start = first_start.min(start.parse().unwrap());
+        last_end = last_end.max(end.parse().unwrap());
+        latencies.extend(lines.map(|l| l.unwrap().parse::<f64>().unwrap()));
+        let status = child.wait_with_output().unwrap().status;
+        assert!(status.success(), "{kind} worker failed");
+    }
+    let seconds = (last_end - first_start) as f64 / 1e9;
+    ((writers * n) as f64 / seconds, latencies)
+}
+
+/// A worker of `writers_scaling`: `kind location index n go-file`.
+fn scaling_worker(args: &[String]) {
+    let (kind, location, index, n, go) = (
+        args[0].as_str(),
+        Path::new(&args[1]),
+        &args[2],
+        args[3].parse::<usize>().unwrap(),
+        Path::new(&args[4]),
+    );
+    let initial = json!({"n": 0, "pad": "x".repeat(1000)});
+    let mut update: Box<dyn FnMut()> = match kind {
+        "wfstate" => {
+            let store = Store::open(location, StoreOptions::default()).unwrap();
+            let workflow = format!("writer-{index}");
+            store.save(&workflow, initial, None).unwrap();
+            Box::new(move || {
+                store.update(&workflow, increment).unwrap();
+            })
+        }
+        "sqlite" => {
+            let conn = rusqlite::Connection::open(location).unwrap();
+            conn.pragma_update(None, "synchronous", "FULL").unwrap();
+            conn.busy_timeout(Duration::from_secs(60)).unwrap();
+            let row = format!("writer-{index}");
+            conn.execute(
+                "INSERT INTO state VALUES (?1, 1, ?2)",
+                (&row, initial.to_string()),
+            )
+            .unwrap();
+            Box::new(move || sqlite_update(&conn, &row))
+        }
+        "floor" => {
+            let path = location.join(format!("writer-{index}"));
+            std::fs::write(&path, vec![0u8; 1024 * 1024]).unwrap();
+            let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+            file.sync_all().unwrap();
+            let mut i = 0;
+            Box::new(move || {
+                file.write_all_at(&payload(i), 0).unwrap();
+                file.sync_data().unwrap();
+                i += 1;
+            })
+        }
+        other => panic!("unknown writer kind {other}"),
+    };
+    // Warm up (files opened, logs and WAL created), then wait for the
+    // others.
+    for _ in 0..20 {
+        update();
+    }
+    println!("ready");
+    std::io::stdout().flush().unwrap();
+    while !go.exists() {
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    let mut latencies = Vec::with_capacity(n);
+    let start = monotonic_ns();
+    for _ in 0..n {
+        let began = Instant::now();
+        update();
+        latencies.push(began.elapsed().as_secs_f64() * 1e6);
+    }
+    let end = monotonic_ns();
+    let mut out = String::with_capacity(n * 8 + 64);
+    out.push_str(&format!("{start} {end}\n"));
+    for l in latencies {
+        out.push_str(&format!("{l:.1}\n"));
+    }
+    std::io::stdout().write_all(out.as_bytes()).unwrap();
+}
+
+/// The writers-scaling figures as an SVG line chart: updates per second
+/// against concurrent writers, for wfstate, SQLite and the floor.
+fn scaling_chart(points: &[(usize, ScalingPoint)]) -> String {
+    let (width, height) = (640.0, 400.0);
+    let (left, right, top, bottom) = (70.0, 150.0, 40.0, 50.0);
+    let plot_w = width - left - right;
+    let plot_h = height - top - bottom;
+    let max = points
+        .iter()
+        .map(|(_, p)| p.floor.max(p.wfstate).max(p.sqlite))
+        .fold(0.0, f64::max);
+    // A round top for the axis: 1, 2 or 5 times a power of ten.
+    let magnitude = 10f64.powf(max.log10().floor());
+    let top_value = [1.0, 2.0, 5.0, 10.0]
+        .iter()
+        .map(|m| m * magnitude)
+        .find(|v| *v >= max)
+        .unwrap_or(10.0 * magnitude);
+    let x = |i: usize| left + plot_w * i as f64 / (points.len() - 1).max(1) as f64;
+    let y = |v: f64| top + plot_h * (1.0 - v / top_value);
+    let mut svg = format!(
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="12">
+<rect width="100%" height="100%" fill="white"/>
+<text x="{}" y="22" text-anchor="middle" font-size="14">Updates per second against concurrent writers (distinct workflows)</text>
+"#,
+        width / 2.0
+    );
+    for step in 0..=5 {
+        let value = top_value * step as f64 / 5.0;
+        svg += &format!(
+            "<line x1=\"{left}\" x2=\"{}\" y1=\"{y:.1}\" y2=\"{y:.1}\" stroke=\"#ddd\"/>\n\
+             <text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{value:.0}</text>\n",
+            left + plot_w,
+            left - 6.0,
+            y(value) + 4.0,
+            y = y(value)
+        );
+    }
+    for (i, (writers, _)) in points.iter().enumerate() {
+        svg += &format!(
+            "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{writers}</text>\n",
+            x(i),
+            top + plot_h + 18.0
+        );
+    }
+    svg += &format!(
+        "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">writers</text>\n",
+        left + plot_w / 2.0,
+        height - 10.0
+    );
+    type Series<'a> = (&'a str, &'a str, fn(&ScalingPoint) -> f64);
+    let series: [Series; 3] = [
+        ("floor (pwrite+fdatasync)", "#999999", |p| p.floor),
+        ("wfstate", "#1f77b4", |p| p.wfstate),
+        ("SQLite WAL FULL", "#d62728", |p| p.sqlite),
+    ];
+    for (n, (name, colour, value)) in series.iter().enumerate() {
+        let path: Vec<String> = points
+            .iter()
+            .enumerate()
+            .map(|(i, (_, p))| format!("{:.1},{:.1}", x(i), y(value(p))))
+            .collect();
+        svg += &format!(
+            "<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"2.5\" points=\"{}\"/>\n",
+            path.join(" ")
+        );
+        for point in &path {
+            let (px, py) = point.split_once(',').unwrap();
+            svg += &format!("<circle cx=\"{px}\" cy=\"{py}\" r=\"3.5\" fill=\"{colour}\"/>\n");
+        }
+        let legend_y = top + 20.0 + 22.0 * n as f64;
+        svg += &format!(
+            "<line x1=\"{}\" x2=\"{}\" y1=\"{legend_y}\" y2=\"{legend_y}\" stroke=\"{colour}\" stroke-width=\"2.5\"/>\n\
+             <text x=\"{}\" y=\"{}\">{name}</text>\n",
+            left + plot_w + 12.0,
+            left + plot_w + 36.0,
+            left + plot_w + 42.0,
+            legend_y + 4.0
+        );
+    }
+    svg += "</svg>\n";
+    svg
 }

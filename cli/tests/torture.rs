@@ -46,6 +46,18 @@ fn listed_ids(checkpoints: &dyn CheckpointBackend, workflow: &str) -> Vec<String
         .collect()
 }
 
+/// The errors `health` reports for `store`, one line each.
+fn health_errors(store: &Store) -> Vec<String> {
+    store
+        .health()
+        .unwrap()
+        .components
+        .iter()
+        .filter(|c| c.status == Status::Error)
+        .map(|c| format!("{}: {}", c.name, c.message))
+        .collect()
+}
+
 /// Child side: loops forever, acknowledging each durable step on stdout.
 #[test]
 fn torture_child() {
@@ -180,13 +192,7 @@ fn sigkill_at_random_moments_never_leaves_an_unhealthy_store() {
         }
 
         let store = Store::open(&root, StoreOptions::default()).unwrap();
-        let report = store.health().unwrap();
-        let errors: Vec<_> = report
-            .components
-            .iter()
-            .filter(|c| c.status == Status::Error)
-            .map(|c| format!("{}: {}", c.name, c.message))
-            .collect();
+        let errors = health_errors(&store);
         assert!(
             errors.is_empty(),
             "round {round}: health errors after SIGKILL: {errors:?}"
@@ -325,4 +331,163 @@ fn sigkill_at_random_moments_never_leaves_an_unhealthy_store() {
         huge
     );
     assert!(last_ack > kills as u64 / 4, "the loop made progress");
+}
+
+/// Child side of the writers' torture: updates its own workflow forever.
+#[test]
+fn writer_child() {
+    let (Ok(root), Ok(workflow)) = (
+        std::env::var("WFSTATE_TEST_WRITER_STORE"),
+        std::env::var("WFSTATE_TEST_WRITER_WORKFLOW"),
+    ) else {
+        return; // only does something when the writers' torture starts it
+    };
+    common::report_panics_on_stdout();
+    let store = Store::open(root.as_ref(), StoreOptions::default()).unwrap();
+    let mut out = std::io::stdout().lock();
+    loop {
+        let doc = store
+            .update(&workflow, |d| {
+                let n = d["n"].as_u64().unwrap_or(0);
+                d["n"] = (n + 1).into();
+                Ok(())
+            })
+            .unwrap();
+        writeln!(out, "ACK {}", doc.data["n"]).unwrap();
+        out.flush().unwrap();
+    }
+}
+
+/// 8 processes update 8 workflows of one store at once, so that their
+/// commits are in flight together (DESIGN §13), and are SIGKILLed at random
+/// moments: all 8 at once, or a random few while the others go on. After
+/// every round each workflow holds its last acknowledged count or one more,
+/// and the store is healthy; at the end the audit chain verifies and every
+/// generation of every workflow has exactly one entry.
+#[test]
+fn eight_writers_of_distinct_workflows_killed_at_random_moments() {
+    const WRITERS: usize = 8;
+    let rounds: usize = std::env::var("WFSTATE_TEST_WRITER_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(40);
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join(".wfstate");
+    let store = Store::init(&root, StoreOptions::default()).unwrap().0;
+    let workflows: Vec<String> = (0..WRITERS).map(|i| format!("writer-{i}")).collect();
+    for workflow in &workflows {
+        store
+            .save(workflow, serde_json::json!({"n": 0}), None)
+            .unwrap();
+    }
+    let mut rng = Rng::from_env_or_clock("WFSTATE_TEST_SEED");
+    let spawn = |workflow: &str| {
+        common::spawn_acking_child_with(
+            "writer_child",
+            &[
+                ("WFSTATE_TEST_WRITER_STORE", root.as_os_str()),
+                ("WFSTATE_TEST_WRITER_WORKFLOW", workflow.as_ref()),
+            ],
+        )
+    };
+    let mut running: Vec<_> = workflows.iter().map(|w| Some(spawn(w))).collect();
+    let mut last_ack = [0u64; WRITERS];
+    let mut kills = 0;
+    for round in 0..rounds {
+        std::thread::sleep(Duration::from_micros(2_000 + rng.below(40_000)));
+        // Every other round kills them all at once; the others a random few.
+        let victims: Vec<usize> = if round % 2 == 0 {
+            (0..WRITERS).collect()
+        } else {
+            (0..WRITERS).filter(|_| rng.below(3) == 0).collect()
+        };
+        for &i in &victims {
+            let (mut child, reader) = running[i].take().unwrap();
+            child.kill().unwrap(); // SIGKILL
+            child.wait().unwrap();
+            kills += 1;
+            let acks = reader
+                .join()
+                .unwrap()
+                .unwrap_or_else(|why| panic!("round {round}: writer {i} failed: {why}"));
+            if let Some(&n) = acks.last() {
+                last_ack[i] = n;
+            }
+        }
+        // Read by a fresh handle while the survivors go on.
+        let store = Store::open(&root, StoreOptions::default()).unwrap();
+        for &i in &victims {
+            let n = store.load(&workflows[i]).unwrap().data["n"]
+                .as_u64()
+                .unwrap();
+            assert!(
+                n == last_ack[i] || n == last_ack[i] + 1,
+                "round {round}: {} at {n} after last ack {}",
+                workflows[i],
+                last_ack[i]
+            );
+            last_ack[i] = n;
+        }
+        for &i in &victims {
+            running[i] = Some(spawn(&workflows[i]));
+        }
+    }
+    for (i, slot) in running.iter_mut().enumerate() {
+        let (mut child, reader) = slot.take().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+        kills += 1;
+        if let Some(&n) = reader.join().unwrap().unwrap().last() {
+            last_ack[i] = n;
+        }
+    }
+    let store = Store::open(&root, StoreOptions::default()).unwrap();
+    let errors = health_errors(&store);
+    assert!(errors.is_empty(), "health errors: {errors:?}");
+    let audit = store.audit().unwrap();
+    assert!(audit.verify().unwrap().valid, "the audit chain verifies");
+    let entries = audit.read(None, None).unwrap();
+    let mut total = 0;
+    for (i, workflow) in workflows.iter().enumerate() {
+        let doc = store.load(workflow).unwrap();
+        let n = doc.data["n"].as_u64().unwrap();
+        assert!(
+            n == last_ack[i] || n == last_ack[i] + 1,
+            "{workflow} at {n} after last ack {}",
+            last_ack[i]
+        );
+        let mut generations: Vec<u64> = entries
+            .iter()
+            .filter(|e| e.event.starts_with("state_") && e.data["workflow"] == workflow.as_str())
+            .map(|e| e.data["generation"].as_u64().unwrap())
+            .collect();
+        // In `seq` order, a workflow's generations come in order.
+        assert!(
+            generations.windows(2).all(|w| w[0] < w[1]),
+            "{workflow}: entries out of generation order"
+        );
+        generations.sort_unstable();
+        assert_eq!(
+            generations,
+            (1..=doc.generation).collect::<Vec<_>>(),
+            "{workflow}: one audit entry per generation"
+        );
+        total += n;
+    }
+    let line = format!(
+        "writers' torture: {WRITERS} writers of distinct workflows, {rounds} rounds, {kills} \
+         SIGKILLs, {total} updates in all, {} audit entries, chain valid, one entry per generation",
+        entries.len()
+    );
+    eprintln!("{line}");
+    // `.ci/run` shows this line (libtest hides a passing test's output).
+    if let Some(path) = std::env::var_os("WFSTATE_TEST_COUNTS") {
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .unwrap();
+        file.write_all(format!("{line}\n").as_bytes()).unwrap();
+    }
+    assert!(total > rounds as u64, "the writers made progress");
 }

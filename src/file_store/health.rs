@@ -676,6 +676,11 @@ fn apply(files: &FileBackend, fixes: Vec<Fix>) -> Result<(Vec<String>, Value)> {
                 if !path.exists() {
                     continue; // gone since the check
                 }
+                if matches!(lock, LockFor::Workflow(_)) {
+                    // A commit in flight may name a record of this log:
+                    // finish and copy every one before the log moves.
+                    files.audit_log().drain_now()?;
+                }
                 let relative = path.strip_prefix(root).unwrap_or(&path);
                 let target = quarantine.join(relative);
                 durable::move_file(&path, &target, root)?;

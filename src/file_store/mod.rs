@@ -18,6 +18,7 @@ pub(crate) mod audit_log;
 pub(crate) mod checkpoint_index;
 pub(crate) mod checkpoints;
 pub(crate) mod health;
+pub(crate) mod in_flight;
 pub(crate) mod state_cache;
 pub(crate) mod state_log;
 
@@ -27,7 +28,7 @@ use crate::checkpoint::CheckpointBackend;
 use crate::clock;
 use crate::durable::{self, ReadOutcome, TEMP_MARKER};
 use crate::error::{Error, Result, Size};
-use crate::file_store::audit_log::{AuditLog, Carrier, Evidence};
+use crate::file_store::audit_log::{AuditLog, Evidence};
 use crate::file_store::checkpoints::FileCheckpoints;
 use crate::file_store::state_cache::{Known, StateCache};
 use crate::health::HealthReport;
@@ -327,19 +328,59 @@ impl FileBackend {
         }
         // One fsync makes the new generation and its audit entry durable
         // together: the record carries the entry (see `audit`).
+        // The record is written under the audit lock and synced outside
+        // it, so that updates of other workflows sync at the same time
+        // (the pipelined commit, `audit_log::pipeline`).
         let log_path = self.log_path(workflow)?;
-        let mut record_len = 0;
         let mut known = current.known;
-        let (log_len, entry) =
-            self.audit
-                .append_with((workflow, Carrier::StateLog), event, audit_data, |entry| {
-                    let record = state_log::record_line(line, entry);
-                    record_len = record.len();
-                    match &mut known {
-                        Some(known) => known.log.append(&log_path, record),
-                        None => state_log::append(&log_path, record, current.log_append_at),
-                    }
-                })?;
+        let at = match &known {
+            Some(known) => known.log.append_at,
+            None => current.log_append_at,
+        };
+        if known.is_none() && !durable::name_exists(&log_path)? {
+            state_log::clear(&log_path)?;
+        }
+        let (record_len, mut commit) = self.audit.begin_commit(
+            (workflow, at),
+            event,
+            audit_data,
+            |entry| state_log::record_line(line, entry),
+            |record| {
+                match &mut known {
+                    Some(known) => known.log.write_unsynced(&log_path, record),
+                    None => state_log::write_unsynced(&log_path, record, at),
+                }
+                .map(|()| record.len())
+            },
+        )?;
+        #[cfg(test)]
+        durable::sim::phase("written");
+        let synced = match &known {
+            Some(known) => durable::sync_data_in(&known.log.file, &log_path),
+            None => durable::sync_data(&log_path),
+        };
+        if let Some(e) =
+            commit.synced(&self.audit, synced.map_err(state_log::durability_unknown))?
+        {
+            warn(
+                self.options.on_warning.as_ref(),
+                &after_the_change(
+                    e,
+                    "record a synced commit in audit.in-flight",
+                    &format!(
+                        "workflow {workflow:?} generation {} was saved; its log is synced \
+                         again before the commit finishes",
+                        doc.generation
+                    ),
+                ),
+            );
+        }
+        #[cfg(test)]
+        durable::sim::phase("synced");
+        let entry = commit.finish(&self.audit)?;
+        #[cfg(test)]
+        durable::sim::phase("done");
+        let log_len = at + record_len as u64;
         if let Some(known) = known
             && log_len <= state_log::COMPACT_AT
             && let Some(known) = known.after_append(doc.clone(), record_len)
@@ -384,6 +425,9 @@ impl FileBackend {
     /// log's record or the new base, and readers take the newer.
     fn compact_with(&self, workflow: &str, doc: &StateDoc, log_path: &Path) -> Result<()> {
         self.known.forget(workflow);
+        // Pipelined commits leave copying their entries to the next holder
+        // of the audit lock: copy them before the records go.
+        self.audit.settle_now(false)?;
         self.audit.sync()?;
         self.write_base(workflow, doc.clone())?;
         state_log::clear(log_path)
@@ -437,6 +481,8 @@ impl FileBackend {
     /// log (repair of a log with leftovers). The caller holds the lock.
     pub(crate) fn compact(&self, workflow: &str) -> Result<()> {
         let log_path = self.log_path(workflow)?;
+        // A writer of this workflow may have died with its entry in flight.
+        self.audit.drain_now()?;
         match self.current(workflow)?.doc {
             Some(doc) => self.compact_with(workflow, &doc, &log_path),
             None => {

@@ -323,6 +323,63 @@ pub(crate) fn append(path: &Path, line: Vec<u8>, at: u64) -> Result<u64> {
     Ok(at + line.len() as u64)
 }
 
+/// Writes `line` (a record) into the log at `path` at `at` without a sync:
+/// the pipelined commit (`audit_log::pipeline`) syncs it outside the audit
+/// lock. The log must exist.
+pub(crate) fn write_unsynced(path: &Path, line: &[u8], at: u64) -> Result<()> {
+    let file = durable::open_for_writes(path)?;
+    durable::write_at_unsynced_in(&file, path, at, line)
+}
+
+/// Drops every record of the log at `path` from the first whose audit
+/// entry has a `seq` of `first` or more, and whatever follows it: recovery
+/// after a reboot, for records written after an entry the crash lost
+/// (DESIGN §13). None of them was acknowledged: a pipelined commit returns
+/// only once every entry before its own is durable. The log is replaced
+/// (`replace_file`), never zeroed in place, so that a process keeping the
+/// old one open sees that it changed. Returns how many records were dropped.
+pub(crate) fn drop_records_from(path: &Path, first: u64) -> Result<usize> {
+    let bytes = match durable::read_file(path, read_limit())? {
+        ReadOutcome::Missing => return Ok(0),
+        ReadOutcome::Found(bytes) => bytes,
+    };
+    let data = data_of(&bytes);
+    let mut start = 0;
+    let mut cut = None;
+    let mut dropped = 0;
+    for line in data.split_inclusive(|b| *b == b'\n') {
+        if !line.ends_with(b"\n") {
+            break; // a torn tail: not a record
+        }
+        let seq = split_record(&line[..line.len() - 1])
+            .1
+            .and_then(|audit| serde_json::from_slice::<crate::audit::AuditEntry>(audit).ok())
+            .map(|entry| entry.seq);
+        if seq.is_some_and(|seq| seq >= first) {
+            cut.get_or_insert(start);
+            dropped += 1;
+        }
+        start += line.len();
+    }
+    let Some(cut) = cut else {
+        return Ok(0);
+    };
+    let keep = &data[..cut];
+    let size = (bytes.len() as u64).max(PREALLOCATED);
+    durable::replace_file(path, |out| {
+        out.write_all(keep)?;
+        let zeros = [0u8; 64 * 1024];
+        let mut left = size - keep.len() as u64;
+        while left > 0 {
+            let n = left.min(zeros.len() as u64) as usize;
+            out.write_all(&zeros[..n])?;
+            left -= n as u64;
+        }
+        Ok(())
+    })?;
+    Ok(dropped)
+}
+
 /// A log this process keeps open across locked writes, and where it knows
 /// the log's data to end (the state cache; the checkpoint journal's tail).
 pub(crate) struct OpenLog {
@@ -364,6 +421,14 @@ impl OpenLog {
         Ok(n == 0 || next[0] == 0)
     }
 
+    /// [`write_unsynced`] through the kept descriptor, after `unchanged`
+    /// said yes; the caller syncs `file`.
+    pub fn write_unsynced(&mut self, path: &Path, line: &[u8]) -> Result<()> {
+        durable::write_at_unsynced_in(&self.file, path, self.append_at, line)?;
+        self.append_at += line.len() as u64;
+        Ok(())
+    }
+
     /// [`append`] through the kept descriptor, after `unchanged` said yes.
     pub fn append(&mut self, path: &Path, line: Vec<u8>) -> Result<u64> {
         durable::write_at_synced_in(&self.file, path, self.append_at, &line)
@@ -377,7 +442,7 @@ impl OpenLog {
 /// readers see it; whether it reached the disk is unknown. (A failed write
 /// leaves at most an unterminated line, which readers ignore: the previous
 /// version.)
-fn durability_unknown(e: Error) -> Error {
+pub(crate) fn durability_unknown(e: Error) -> Error {
     match e {
         Error::Io {
             op: "fsync",

@@ -146,7 +146,7 @@ const LOCK_SUFFIX: &str = ".lock";
 /// appenders to the audit log, and `health --repair`. Lock order, to rule
 /// out deadlock: `health@repair` first, then a workflow or checkpoint lock,
 /// then the audit lock; never the other way round.
-pub const INTERNAL_KINDS: [&str; 4] = ["workflow", "checkpoint", "audit", "health"];
+pub const INTERNAL_KINDS: [&str; 5] = ["workflow", "checkpoint", "audit", "health", "commit"];
 
 /// A lock's identity: the name users see, the file that carries it, and
 /// whether this acquisition leaves a record (user locks do unless asked not
@@ -491,6 +491,38 @@ impl LockManager {
         debug_assert!(INTERNAL_KINDS.contains(&kind));
         let id = self.internal_lock(kind, name)?;
         acquire(&id, LockMode::Exclusive, timeout, None, None)
+    }
+
+    /// [`LockManager::internal_exclusive`] for a lock every holder keeps for
+    /// microseconds (the audit lock): a wait first polls, backing off from
+    /// 5 µs to 0.5 ms, for up to about 5 ms, and only then waits with a
+    /// helper thread as `acquire` does. When several processes take turns
+    /// with such a lock, a helper thread per wait (a thread created, woken
+    /// and torn down) cost more CPU than the work done under the lock.
+    pub(crate) fn internal_exclusive_brief(
+        &self,
+        kind: &str,
+        name: &str,
+        timeout: Option<Duration>,
+    ) -> Result<LockGuard> {
+        debug_assert!(INTERNAL_KINDS.contains(&kind));
+        let id = self.internal_lock(kind, name)?;
+        let started = Instant::now();
+        let mut pause = Duration::from_micros(5);
+        let mut waited = Duration::ZERO;
+        while waited < Duration::from_millis(5) {
+            if let Some(guard) = try_acquire(&id, LockMode::Exclusive, None)? {
+                return Ok(guard);
+            }
+            if timeout.is_some_and(|t| started.elapsed() >= t) {
+                break;
+            }
+            std::thread::sleep(pause);
+            waited += pause;
+            pause = (pause * 2).min(Duration::from_micros(50));
+        }
+        let left = timeout.map(|t| t.saturating_sub(started.elapsed()));
+        acquire(&id, LockMode::Exclusive, left, None, None)
     }
 
     /// [`LockManager::internal_exclusive`] without waiting: `None` if busy.

@@ -412,10 +412,18 @@ pub fn spawn_acking_child(
     child_test: &str,
     env: (&str, &Path),
 ) -> (std::process::Child, std::thread::JoinHandle<ChildOutput>) {
+    spawn_acking_child_with(child_test, &[(env.0, env.1.as_os_str())])
+}
+
+/// [`spawn_acking_child`] with several variables set.
+pub fn spawn_acking_child_with(
+    child_test: &str,
+    envs: &[(&str, &std::ffi::OsStr)],
+) -> (std::process::Child, std::thread::JoinHandle<ChildOutput>) {
     use std::io::BufRead;
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([child_test, "--exact", "--nocapture", "--test-threads=1"])
-        .env(env.0, env.1)
+        .envs(envs.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
