@@ -57,6 +57,9 @@ struct KeptFiles {
     pointer_checked: bool,
     /// The in-flight table of pipelined commits (`pipeline`).
     table: Option<crate::file_store::in_flight::Table>,
+    /// The `seq`, hash and line of the last entry this process put in
+    /// flight, which the next settle copies without reading it back.
+    last_in_flight: Option<(u64, String, String)>,
 }
 
 /// The log as this process last saw or left it. The log only grows (or is

@@ -138,7 +138,13 @@ impl Table {
             Err(e) => return Err(e),
         }
         let file = durable::open_for_writes(path)?;
-        let (id, _) = FileId::of_file(&file, path)?;
+        let (id, len) = FileId::of_file(&file, path)?;
+        if len != TABLE_LEN as u64 {
+            return Err(Error::integrity(
+                path,
+                format!("{len} bytes, not the {TABLE_LEN} of an in-flight table"),
+            ));
+        }
         Ok(Some(Table {
             path: path.to_path_buf(),
             file: Arc::new(file),
@@ -161,16 +167,9 @@ impl Table {
         &self.path
     }
 
-    /// Reads every slot (not the entries). A table of the wrong length is
-    /// damage: an integrity error.
+    /// Reads every slot (not the entries). (`open` refuses a table of the
+    /// wrong length: an integrity error.)
     pub fn read(&self) -> Result<Snapshot> {
-        let len = FileId::of_file(&self.file, &self.path)?.1;
-        if len != TABLE_LEN as u64 {
-            return Err(Error::integrity(
-                &self.path,
-                format!("{len} bytes, not the {TABLE_LEN} of an in-flight table"),
-            ));
-        }
         let mut bytes = vec![0u8; ENTRIES_AT];
         let mut filled = 0;
         while filled < ENTRIES_AT {
@@ -333,8 +332,7 @@ mod tests {
         let table = Table::open(&path).unwrap().unwrap();
         assert_eq!(table.read().unwrap().broken, [0]);
         std::fs::write(&path, b"short").unwrap();
-        let table = Table::open(&path).unwrap().unwrap();
-        assert!(matches!(table.read(), Err(Error::Integrity { .. })));
+        assert!(matches!(Table::open(&path), Err(Error::Integrity { .. })));
         std::fs::write(&path, vec![0u8; TABLE_LEN + 1]).unwrap();
         assert!(matches!(Table::open(&path), Err(Error::Integrity { .. })));
     }

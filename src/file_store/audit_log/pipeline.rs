@@ -56,6 +56,10 @@ enum How {
     InFlight {
         index: usize,
         slot_lock: Option<LockGuard>,
+        /// Entries before ours that were not yet durable when ours was
+        /// chained: only these can hold up its acknowledgment (every later
+        /// claim takes a higher `seq`). Usually none.
+        waits_for_others: bool,
     },
 }
 
@@ -138,6 +142,7 @@ impl AuditLog {
             Some(newest) => Some((newest.slot.seq, newest.slot.hash.clone())),
             None => settled.tail.map(|e| (e.seq, e.hash)),
         };
+        let waits_for_others = settled.left.iter().any(|t| t.state != SlotState::Synced);
         let (entry, line) = chain_one(head, event, data, self);
         let record = record_for(&line);
         let claimed = table.claim(
@@ -167,6 +172,7 @@ impl AuditLog {
                 return Err(e);
             }
         };
+        self.kept().last_in_flight = Some((entry.seq, entry.hash.clone(), line.clone()));
         drop(guard);
         Ok((
             value,
@@ -176,6 +182,7 @@ impl AuditLog {
                 how: How::InFlight {
                     index,
                     slot_lock: Some(slot_lock),
+                    waits_for_others,
                 },
                 copy_failed: settled.copy_failed,
             },
@@ -395,6 +402,12 @@ impl AuditLog {
                 left.push(taken);
                 continue;
             }
+            let line = line.or_else(|| match &self.kept().last_in_flight {
+                Some((seq, hash, line)) if *seq == taken.slot.seq && *hash == taken.slot.hash => {
+                    Some(line.clone())
+                }
+                _ => None,
+            });
             let kept = if line.is_none() && taken.slot.entry_in_table {
                 table.entry_line(taken.index)?.filter(|l| {
                     serde_json::from_str::<AuditEntry>(l)
@@ -591,7 +604,10 @@ impl Commit {
     /// not the commit; the caller reports it as a warning.
     pub(crate) fn synced(&mut self, log: &AuditLog, outcome: Result<()>) -> Result<Option<Error>> {
         let mut marking = None;
-        if let How::InFlight { index, slot_lock } = &mut self.how {
+        if let How::InFlight {
+            index, slot_lock, ..
+        } = &mut self.how
+        {
             let state = if outcome.is_ok() {
                 SlotState::Synced
             } else {
@@ -621,6 +637,14 @@ impl Commit {
                 let copied = log.copy_unsynced(&[line.as_str()], &entry);
                 drop(guard);
                 Ok(copied.map(|()| entry))
+            }
+            How::InFlight {
+                waits_for_others: false,
+                ..
+            } if copy_failed.is_none() => {
+                // Ours is durable (step 2 succeeded) and nothing before it
+                // was still in flight: acknowledged without another look.
+                Ok(Ok(entry))
             }
             How::InFlight { index, .. } => {
                 // Acknowledged once every entry up to ours is durable. The
