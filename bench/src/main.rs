@@ -1171,8 +1171,8 @@ fn scaling_worker(args: &[String]) {
 /// The writers-scaling figures as an SVG line chart: updates per second
 /// against concurrent writers, for wfstate, SQLite and the floor.
 fn scaling_chart(points: &[(usize, ScalingPoint)]) -> String {
-    let (width, height) = (640.0, 400.0);
-    let (left, right, top, bottom) = (70.0, 150.0, 40.0, 50.0);
+    let (width, height) = (720.0, 400.0);
+    let (left, right, top, bottom) = (70.0, 210.0, 40.0, 50.0);
     let plot_w = width - left - right;
     let plot_h = height - top - bottom;
     let max = points

@@ -25,6 +25,10 @@ struct Conductor {
     trace: sim::SharedTrace,
     /// Where in the trace each writer's update returned success.
     acked: Mutex<[Option<usize>; 2]>,
+    /// Both writers have opened their stores: an open settles what is in
+    /// flight, so it must not happen, untraced, in the middle of the
+    /// schedule.
+    opened: std::sync::Barrier,
 }
 
 impl Conductor {
@@ -89,6 +93,7 @@ fn run_writer(root: &Path, conductor: Arc<Conductor>, w: usize, how: Writer) {
     sim::set_boot_id(Some("boot-before-the-crash"));
     sim::set_mutation_ack_without_waiting(how.acks_without_waiting);
     let store = Store::open(root, StoreOptions::default()).unwrap();
+    conductor.opened.wait();
     sim::share_trace(Some(conductor.trace.clone()));
     let c = conductor.clone();
     sim::set_phase_hook(Some(Box::new(move |point| match point {
@@ -156,6 +161,7 @@ fn explore_schedule(schedule: Vec<Step>, writers: [Writer; 2], seed: u64) -> Exp
         turn: Condvar::new(),
         trace: Arc::default(),
         acked: Mutex::new([None, None]),
+        opened: std::sync::Barrier::new(2),
     });
     std::thread::scope(|scope| {
         for (w, how) in writers.into_iter().enumerate() {

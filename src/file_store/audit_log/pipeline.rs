@@ -321,6 +321,7 @@ impl AuditLog {
             .map_or(crate::audit::GENESIS_HASH.to_string(), |e| e.hash.clone());
         let mut blocked = false;
         let copied_up_to = next - 1;
+        let newest_seq = snapshot.taken.last().map_or(0, |t| t.slot.seq);
         for mut taken in snapshot.taken {
             if taken.slot.seq <= copied_up_to {
                 // Copied already, by a settler that died before freeing it
@@ -367,8 +368,8 @@ impl AuditLog {
                         continue;
                     }
                     let Some(record) = self.record_of(&taken.slot)? else {
-                        if alive {
-                            // Still being written? Not under our lock: damage.
+                        if alive || newest_seq > taken.slot.seq {
+                            // Written before the lock was released: damage.
                             return Err(Error::integrity(
                                 table.path(),
                                 format!(
@@ -380,7 +381,10 @@ impl AuditLog {
                         }
                         // Its writer died before the record was whole: the
                         // entry never happened, and nothing chains after it
-                        // (its writer held the audit lock until then).
+                        // (its writer held the audit lock until then; an
+                        // entry chained after it, above, means the record
+                        // was whole once and is gone now: damage, never
+                        // dropped).
                         table.set_state(taken.index, SlotState::Free)?;
                         continue;
                     };
