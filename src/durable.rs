@@ -267,6 +267,13 @@ pub fn write_at_synced(path: &Path, offset: u64, bytes: &[u8]) -> Result<()> {
     os_fdatasync(&file, path).map_err(|e| Error::io("fsync", path, e))
 }
 
+/// Writes `bytes` at `offset` of the existing file `path` without a sync,
+/// returning the descriptor so that the caller can sync it later
+/// ([`sync_data_in`]) without opening the file again.
+pub fn write_at_unsynced(path: &Path, offset: u64, bytes: &[u8]) -> Result<File> {
+    write_at(path, offset, bytes)
+}
+
 /// [`write_at_synced`] through a descriptor the caller keeps open (see
 /// `state_cache`). `path` must be the file's name (the caller checked that
 /// it still is): it names the file in errors and for the crash simulator.

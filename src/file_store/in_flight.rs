@@ -5,15 +5,15 @@
 //!
 //! A fixed-size file: a header (the boot it was written in) and
 //! [`SLOTS`] slots of [`SLOT_LEN`] bytes. Each slot's first byte is its
-//! state; the rest, a JSON [`Slot`] padded with spaces, says which entry is
-//! on its way and where its record lies. It is never synced: what it says
+//! state; then a JSON [`Slot`] padded with spaces says which entry is on
+//! its way and where its record lies; then, if it fits, the entry's line. It is never synced: what it says
 //! only matters in the boot that wrote it (unsynced writes survive the
 //! death of a process, not a power cut, and recovery after a reboot reads
 //! the state logs instead, then resets this file).
 //!
 //! Who writes what: a slot is claimed and freed only under the audit lock;
 //! its owner, outside that lock, only changes the state byte (a one-byte
-//! write, which no reader can see torn). Each slot is at a 512-byte
+//! write, which no reader can see torn). Each slot is 1 KiB at a 1 KiB
 //! offset, so a slot's write never spans two pages and a SIGKILL cannot
 //! tear it either.
 
@@ -29,14 +29,11 @@ use std::sync::Arc;
 /// slot taken commits the serial way (holding the audit lock across its
 /// sync), which is always correct.
 pub(crate) const SLOTS: usize = 16;
-const SLOT_LEN: usize = 512;
-const HEADER_LEN: usize = 512;
-/// Room for each slot's entry line (with its newline), after the slots:
-/// settling copies the entry from here, so it never depends on the state
-/// log still being where it was. A longer entry is read from its record.
-const ENTRY_LEN: usize = 2048;
-const ENTRIES_AT: usize = HEADER_LEN + SLOTS * SLOT_LEN;
-pub(crate) const TABLE_LEN: usize = ENTRIES_AT + SLOTS * ENTRY_LEN;
+const SLOT_LEN: usize = 1024;
+/// A slot's first part: its state byte and its JSON record, padded.
+const META_LEN: usize = 384;
+const HEADER_LEN: usize = 1024;
+pub(crate) const TABLE_LEN: usize = HEADER_LEN + SLOTS * SLOT_LEN;
 pub(crate) const FILE_NAME: &str = "audit.in-flight";
 
 /// An entry on its way: its record in `workflow`'s state log at `at`,
@@ -48,7 +45,9 @@ pub(crate) struct Slot {
     pub workflow: String,
     pub at: u64,
     pub len: u64,
-    /// The entry's line is in the table too (it fit in [`ENTRY_LEN`]).
+    /// The entry's line is in the slot too, after the record (it fit):
+    /// settling copies it from there, so it never depends on the state log
+    /// still being where it was. A longer entry is read from its record.
     #[serde(default)]
     pub entry_in_table: bool,
 }
@@ -98,6 +97,8 @@ pub(crate) struct Taken {
     pub index: usize,
     pub state: SlotState,
     pub slot: Slot,
+    /// The entry's line kept in the slot, if it fit.
+    pub entry: Option<String>,
 }
 
 /// The table as read at one moment.
@@ -170,9 +171,9 @@ impl Table {
     /// Reads every slot (not the entries). (`open` refuses a table of the
     /// wrong length: an integrity error.)
     pub fn read(&self) -> Result<Snapshot> {
-        let mut bytes = vec![0u8; ENTRIES_AT];
+        let mut bytes = vec![0u8; TABLE_LEN];
         let mut filled = 0;
-        while filled < ENTRIES_AT {
+        while filled < TABLE_LEN {
             let n = self
                 .file
                 .read_at(&mut bytes[filled..], filled as u64)
@@ -182,7 +183,7 @@ impl Table {
             }
             filled += n;
         }
-        if filled != ENTRIES_AT {
+        if filled != TABLE_LEN {
             return Err(Error::integrity(
                 &self.path,
                 format!("{filled} bytes, not the {TABLE_LEN} of an in-flight table"),
@@ -197,12 +198,31 @@ impl Table {
         };
         for index in 0..SLOTS {
             let raw = &bytes[HEADER_LEN + index * SLOT_LEN..][..SLOT_LEN];
+            let state = SlotState::from_byte(raw[0]);
+            if state == Some(SlotState::Free) {
+                snapshot.free.push(index);
+                continue;
+            }
             match (
-                SlotState::from_byte(raw[0]),
-                serde_json::from_slice::<Slot>(trimmed(&raw[1..])),
+                state,
+                serde_json::from_slice::<Slot>(trimmed(&raw[1..META_LEN])),
             ) {
-                (Some(SlotState::Free), _) => snapshot.free.push(index),
-                (Some(state), Ok(slot)) => snapshot.taken.push(Taken { index, state, slot }),
+                (Some(state), Ok(slot)) => {
+                    let entry = if slot.entry_in_table {
+                        let kept = &raw[META_LEN..];
+                        kept.iter()
+                            .position(|b| *b == b'\n')
+                            .and_then(|end| String::from_utf8(kept[..end].to_vec()).ok())
+                    } else {
+                        None
+                    };
+                    snapshot.taken.push(Taken {
+                        index,
+                        state,
+                        slot,
+                        entry,
+                    })
+                }
                 _ => snapshot.broken.push(index),
             }
         }
@@ -215,21 +235,19 @@ impl Table {
     /// leaves a slot whose record is missing, which settling drops).
     pub fn claim(&self, index: usize, slot: &Slot, entry_line: &str) -> Result<()> {
         let mut slot = slot.clone();
-        slot.entry_in_table = entry_line.len() < ENTRY_LEN;
-        if slot.entry_in_table {
-            // Written before the slot is: a claimer that dies in between
-            // leaves the slot free.
-            let mut entry = Vec::with_capacity(entry_line.len() + 1);
-            entry.extend_from_slice(entry_line.as_bytes());
-            entry.push(b'\n');
-            durable::write_at_unsynced_in(&self.file, &self.path, entry_offset(index), &entry)?;
-        }
+        slot.entry_in_table = entry_line.len() < SLOT_LEN - META_LEN;
         let mut bytes = serde_json::to_vec(&slot).expect("a slot serializes");
-        // Names are at most 128 characters that JSON never escapes: a slot
-        // is far below its fixed length.
-        assert!(bytes.len() < SLOT_LEN - 1, "in-flight slot too long");
+        // Names are at most 128 characters that JSON never escapes: a
+        // slot's record is far below its fixed length.
+        assert!(bytes.len() < META_LEN - 1, "in-flight slot too long");
         bytes.insert(0, SlotState::Written.byte());
-        bytes.resize(SLOT_LEN, b' ');
+        bytes.resize(META_LEN, b' ');
+        if slot.entry_in_table {
+            bytes.extend_from_slice(entry_line.as_bytes());
+            bytes.push(b'\n');
+        }
+        // One write, within one page (slots sit at 1 KiB offsets): a
+        // SIGKILL cannot tear it.
         durable::write_at_unsynced_in(&self.file, &self.path, slot_offset(index), &bytes)
     }
 
@@ -237,24 +255,6 @@ impl Table {
     pub fn set_state(&self, index: usize, state: SlotState) -> Result<()> {
         durable::write_at_unsynced_in(&self.file, &self.path, slot_offset(index), &[state.byte()])
     }
-}
-
-impl Table {
-    /// The entry line kept with slot `index` (see [`Slot::entry_in_table`]).
-    pub fn entry_line(&self, index: usize) -> Result<Option<String>> {
-        let mut bytes = vec![0u8; ENTRY_LEN];
-        self.file
-            .read_exact_at(&mut bytes, entry_offset(index))
-            .map_err(|e| Error::io("read", &self.path, e))?;
-        Ok(bytes
-            .iter()
-            .position(|b| *b == b'\n')
-            .and_then(|end| String::from_utf8(bytes[..end].to_vec()).ok()))
-    }
-}
-
-fn entry_offset(index: usize) -> u64 {
-    (ENTRIES_AT + index * ENTRY_LEN) as u64
 }
 
 fn slot_offset(index: usize) -> u64 {
@@ -300,7 +300,7 @@ mod tests {
             entry_in_table: true,
         };
         table.claim(5, &slot(9), "entry nine").unwrap();
-        table.claim(2, &slot(10), &"x".repeat(4000)).unwrap();
+        table.claim(2, &slot(10), &"x".repeat(700)).unwrap();
         table.set_state(5, SlotState::Synced).unwrap();
         let read = table.read().unwrap();
         assert_eq!(read.boot.as_deref(), Some("boot-1"));
@@ -315,7 +315,7 @@ mod tests {
             [(5, SlotState::Synced, 9), (2, SlotState::Written, 10)]
         );
         assert_eq!(read.taken[0].slot, slot(9));
-        assert_eq!(table.entry_line(5).unwrap().as_deref(), Some("entry nine"));
+        assert_eq!(read.taken[0].entry.as_deref(), Some("entry nine"));
         assert!(!read.taken[1].slot.entry_in_table, "too long for the table");
         table.set_state(5, SlotState::Free).unwrap();
         assert_eq!(table.read().unwrap().taken.len(), 1);

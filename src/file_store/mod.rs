@@ -340,6 +340,9 @@ impl FileBackend {
         if known.is_none() && !durable::name_exists(&log_path)? {
             state_log::clear(&log_path)?;
         }
+        // Without a kept log, the descriptor the record was written through,
+        // to sync it.
+        let mut written_through = None;
         let (record_len, mut commit) = self.audit.begin_commit(
             (workflow, at),
             event,
@@ -347,17 +350,20 @@ impl FileBackend {
             |entry| state_log::record_line(line, entry),
             |record| {
                 match &mut known {
-                    Some(known) => known.log.write_unsynced(&log_path, record),
-                    None => state_log::write_unsynced(&log_path, record, at),
+                    Some(known) => known.log.write_unsynced(&log_path, record)?,
+                    None => {
+                        written_through = Some(state_log::write_unsynced(&log_path, record, at)?)
+                    }
                 }
-                .map(|()| record.len())
+                Ok(record.len())
             },
         )?;
         #[cfg(test)]
         durable::sim::phase("written");
-        let synced = match &known {
-            Some(known) => durable::sync_data_in(&known.log.file, &log_path),
-            None => durable::sync_data(&log_path),
+        let synced = match (&known, &written_through) {
+            (Some(known), _) => durable::sync_data_in(&known.log.file, &log_path),
+            (None, Some(file)) => durable::sync_data_in(file, &log_path),
+            (None, None) => durable::sync_data(&log_path),
         };
         if let Some(e) =
             commit.synced(&self.audit, synced.map_err(state_log::durability_unknown))?

@@ -325,10 +325,9 @@ pub(crate) fn append(path: &Path, line: Vec<u8>, at: u64) -> Result<u64> {
 
 /// Writes `line` (a record) into the log at `path` at `at` without a sync:
 /// the pipelined commit (`audit_log::pipeline`) syncs it outside the audit
-/// lock. The log must exist.
-pub(crate) fn write_unsynced(path: &Path, line: &[u8], at: u64) -> Result<()> {
-    let file = durable::open_for_writes(path)?;
-    durable::write_at_unsynced_in(&file, path, at, line)
+/// lock, through the descriptor returned. The log must exist.
+pub(crate) fn write_unsynced(path: &Path, line: &[u8], at: u64) -> Result<File> {
+    durable::write_at_unsynced(path, at, line)
 }
 
 /// Drops every record of the log at `path` from the first whose audit

@@ -412,11 +412,9 @@ impl AuditLog {
                 }
                 _ => None,
             });
-            let kept = if line.is_none() && taken.slot.entry_in_table {
-                table.entry_line(taken.index)?.filter(|l| {
-                    serde_json::from_str::<AuditEntry>(l)
-                        .is_ok_and(|e| e.seq == taken.slot.seq && e.hash == taken.slot.hash)
-                })
+            // The entry kept with the slot (checked below, with the chain).
+            let kept = if line.is_none() {
+                taken.entry.take()
             } else {
                 None
             };
@@ -435,9 +433,19 @@ impl AuditLog {
                     }
                 },
             };
-            let entry: AuditEntry = serde_json::from_str(&line).map_err(|e| {
-                Error::integrity(self.log_of(&taken.slot).unwrap_or_default(), e.to_string())
-            })?;
+            let entry = match serde_json::from_str::<AuditEntry>(&line) {
+                Ok(entry) if entry.seq == taken.slot.seq && entry.hash == taken.slot.hash => entry,
+                _ => {
+                    return Err(Error::integrity(
+                        table.path(),
+                        format!(
+                            "slot {} names entry {} of workflow {:?}, but the entry found for it \
+                             is not that one",
+                            taken.index, taken.slot.seq, taken.slot.workflow
+                        ),
+                    ));
+                }
+            };
             if entry.prev_hash != prev_hash {
                 return Err(Error::integrity(
                     &self.path,
