@@ -58,6 +58,20 @@ fn health_errors(store: &Store) -> Vec<String> {
         .collect()
 }
 
+/// Adds one to `workflow`'s counter `n` and, once that is durable, says
+/// `ACK <n>` on `out` (what the parent reads after a kill).
+fn count_up(store: &Store, workflow: &str, out: &mut impl Write) {
+    let doc = store
+        .update(workflow, |d| {
+            let n = d["n"].as_u64().unwrap_or(0);
+            d["n"] = (n + 1).into();
+            Ok(())
+        })
+        .unwrap();
+    writeln!(out, "ACK {}", doc.data["n"]).unwrap();
+    out.flush().unwrap();
+}
+
 /// Child side: loops forever, acknowledging each durable step on stdout.
 #[test]
 fn torture_child() {
@@ -73,15 +87,7 @@ fn torture_child() {
     // start from a different turn in each child.
     let spread = u64::from(std::process::id());
     loop {
-        let doc = store
-            .update("counter", |d| {
-                let n = d["n"].as_u64().unwrap_or(0);
-                d["n"] = (n + 1).into();
-                Ok(())
-            })
-            .unwrap();
-        writeln!(out, "ACK {}", doc.data["n"]).unwrap();
-        out.flush().unwrap();
+        count_up(&store, "counter", &mut out);
         if i.is_multiple_of(3) {
             checkpoint(&store, "counter");
         }
@@ -346,15 +352,7 @@ fn writer_child() {
     let store = Store::open(root.as_ref(), StoreOptions::default()).unwrap();
     let mut out = std::io::stdout().lock();
     loop {
-        let doc = store
-            .update(&workflow, |d| {
-                let n = d["n"].as_u64().unwrap_or(0);
-                d["n"] = (n + 1).into();
-                Ok(())
-            })
-            .unwrap();
-        writeln!(out, "ACK {}", doc.data["n"]).unwrap();
-        out.flush().unwrap();
+        count_up(&store, &workflow, &mut out);
     }
 }
 
@@ -479,15 +477,6 @@ fn eight_writers_of_distinct_workflows_killed_at_random_moments() {
          SIGKILLs, {total} updates in all, {} audit entries, chain valid, one entry per generation",
         entries.len()
     );
-    eprintln!("{line}");
-    // `.ci/run` shows this line (libtest hides a passing test's output).
-    if let Some(path) = std::env::var_os("WFSTATE_TEST_COUNTS") {
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .unwrap();
-        file.write_all(format!("{line}\n").as_bytes()).unwrap();
-    }
+    common::tell(&line);
     assert!(total > rounds as u64, "the writers made progress");
 }

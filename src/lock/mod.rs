@@ -495,7 +495,7 @@ impl LockManager {
 
     /// [`LockManager::internal_exclusive`] for a lock every holder keeps for
     /// microseconds (the audit lock): a wait first polls, backing off from
-    /// 5 µs to 0.5 ms, for up to about 5 ms, and only then waits with a
+    /// 5 µs to 50 µs, for up to about 5 ms, and only then waits with a
     /// helper thread as `acquire` does. When several processes take turns
     /// with such a lock, a helper thread per wait (a thread created, woken
     /// and torn down) cost more CPU than the work done under the lock.

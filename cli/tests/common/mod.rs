@@ -444,3 +444,21 @@ pub fn spawn_acking_child_with(
     });
     (child, reader)
 }
+
+/// Prints a count a test measured, and appends it to the file
+/// `WFSTATE_TEST_COUNTS` names: `.ci/run` shows that file, since libtest
+/// hides a passing test's output. (The library's crash tests do the same.)
+pub fn tell(line: &str) {
+    use std::io::Write;
+    eprintln!("{line}");
+    if let Some(path) = std::env::var_os("WFSTATE_TEST_COUNTS") {
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .expect("open the counts file");
+        // One write per line: O_APPEND keeps concurrent tests' lines whole.
+        file.write_all(format!("{line}\n").as_bytes())
+            .expect("write the counts file");
+    }
+}
