@@ -381,6 +381,7 @@ fn ensure_imported(
                 "legacy_parent_checkpoint_id": cp.parent,
                 "legacy_file_manifest": cp.file_manifest,
             })),
+            ..NewCheckpoint::default()
         };
         // Legacy snapshots have no generation; 0 says "unknown".
         let snapshot = cp.snapshot.clone().map(|data| StateSnapshot {

@@ -149,6 +149,15 @@ impl Store {
         self.checkpoints()?.create(new, snapshot)
     }
 
+    /// Records a checkpoint whose content the caller gives (`payload`,
+    /// `metadata`, and optionally its `id`) instead of a snapshot of the
+    /// workflow's state: what a framework with its own state model (such
+    /// as LangGraph) stores. Durable, audited and verified like every
+    /// checkpoint.
+    pub fn record_checkpoint(&self, new: NewCheckpoint) -> Result<Checkpoint> {
+        self.checkpoints()?.create(new, None)
+    }
+
     /// Makes checkpoint `id`'s state the workflow's current state: a new
     /// generation, written under the workflow's lock, whose `origin` records
     /// the checkpoint. A checkpoint that fails verification is refused.

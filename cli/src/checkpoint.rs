@@ -149,6 +149,7 @@ pub fn run(
                 files: records,
                 parent,
                 origin: None,
+                ..NewCheckpoint::default()
             })?;
             Ok(Outcome::ok(
                 json!({"id": cp.id, "workflow": cp.workflow, "parent": cp.parent,

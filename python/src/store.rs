@@ -332,6 +332,7 @@ impl Store {
                         (None, false) => ParentChoice::Latest,
                     },
                     origin: None,
+                    ..NewCheckpoint::default()
                 })
             })
             .or_raise(py)?;

@@ -13,7 +13,7 @@ use crate::document;
 use crate::error::{Error, Result};
 use crate::id;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Map, Value};
 use std::path::Path;
 
 /// Format id of checkpoint documents this build reads and writes.
@@ -61,6 +61,15 @@ pub struct Checkpoint {
     /// example an import); covered by the checksum like everything else.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub origin: Option<Value>,
+    /// Content the caller gave instead of (or beside) a state snapshot,
+    /// such as a LangGraph checkpoint with its channel values; sealed like
+    /// everything else.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<Value>,
+    /// The caller's keys and values for this checkpoint, which listings
+    /// can filter on ([`FindQuery::metadata`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Map<String, Value>>,
     pub checksum: String,
 }
 
@@ -77,6 +86,13 @@ pub struct NewCheckpoint {
     pub files: Vec<FileRecord>,
     pub parent: ParentChoice,
     pub origin: Option<Value>,
+    /// The id to give the checkpoint (a canonical UUID not yet used in the
+    /// workflow); `None`: a new UUIDv7 that sorts after every earlier one.
+    /// Callers that name their own checkpoints (LangGraph does) give ids
+    /// that sort by creation, because "latest" is the greatest id.
+    pub id: Option<String>,
+    pub payload: Option<Value>,
+    pub metadata: Option<Map<String, Value>>,
 }
 
 /// Which checkpoint a new one continues from.
@@ -115,6 +131,8 @@ impl Checkpoint {
             files: new.files,
             state,
             origin: new.origin,
+            payload: new.payload,
+            metadata: new.metadata,
             checksum: String::new(),
         }
         .seal()
@@ -320,6 +338,214 @@ pub(crate) fn require_rule(policy: &PrunePolicy) -> Result<()> {
     Ok(())
 }
 
+/// What [`CheckpointBackend::find`] returns: one workflow's checkpoints,
+/// verified, newest (greatest id) first.
+#[derive(Debug, Clone, Default)]
+pub struct FindQuery {
+    pub workflow: String,
+    /// Only checkpoints whose id sorts before this one (paging).
+    pub before: Option<String>,
+    /// Only this checkpoint (if it exists).
+    pub id: Option<String>,
+    /// Only checkpoints whose metadata has every one of these keys with an
+    /// equal value.
+    pub metadata: Map<String, Value>,
+    /// At most this many (`None`: all).
+    pub limit: Option<usize>,
+}
+
+impl FindQuery {
+    /// Whether `checkpoint` passes the metadata filter.
+    pub fn matches(&self, checkpoint: &Checkpoint) -> bool {
+        self.metadata.iter().all(|(key, wanted)| {
+            checkpoint
+                .metadata
+                .as_ref()
+                .and_then(|m| m.get(key))
+                .is_some_and(|have| have == wanted)
+        })
+    }
+}
+
+/// A value a task wrote against a checkpoint that the next step will
+/// read ("pending writes" in LangGraph). Keyed by `(task_id, idx)`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PendingWrite {
+    pub task_id: String,
+    /// The write's place among its task's writes; callers use negative
+    /// numbers for special writes (errors, interrupts).
+    pub idx: i64,
+    pub channel: String,
+    pub value: Value,
+    /// Where the task sits in the graph (informational).
+    #[serde(default)]
+    pub task_path: String,
+}
+
+/// What happens to a write whose `(task_id, idx)` is already stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteRule {
+    /// The stored write stays (a task's regular writes are kept once).
+    KeepFirst,
+    /// The new write replaces it (special writes such as errors).
+    Replace,
+}
+
+/// Applies `batch` to `stored` under `rule`; returns the writes of the
+/// batch that change something (an empty result means nothing to store).
+pub fn writes_to_store(
+    stored: &[PendingWrite],
+    batch: &[PendingWrite],
+    rule: WriteRule,
+) -> Vec<PendingWrite> {
+    batch
+        .iter()
+        .filter(|w| {
+            let existing = stored
+                .iter()
+                .rev()
+                .find(|s| s.task_id == w.task_id && s.idx == w.idx);
+            match (existing, rule) {
+                (None, _) => true,
+                (Some(_), WriteRule::KeepFirst) => false,
+                (Some(s), WriteRule::Replace) => s != *w,
+            }
+        })
+        .cloned()
+        .collect()
+}
+
+/// Folds writes stored in order (later ones replace earlier ones with the
+/// same key) into the current set, sorted by task and index.
+pub fn fold_writes(stored: Vec<PendingWrite>) -> Vec<PendingWrite> {
+    let mut current: std::collections::BTreeMap<(String, i64), PendingWrite> =
+        std::collections::BTreeMap::new();
+    for w in stored {
+        current.insert((w.task_id.clone(), w.idx), w);
+    }
+    current.into_values().collect()
+}
+
+/// Which checkpoints of a workflow [`CheckpointBackend::remove`] removes,
+/// with their pending writes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Removal {
+    All,
+    /// All but the greatest id.
+    AllButLatest,
+    /// Those whose metadata value of `key` is one of `values`.
+    MetadataIn {
+        key: String,
+        values: Vec<Value>,
+    },
+}
+
+impl Removal {
+    /// Which of `checkpoints` (ascending by id) go.
+    pub(crate) fn selects(
+        &self,
+        checkpoints: &[(String, Option<Map<String, Value>>)],
+    ) -> Vec<bool> {
+        let last = checkpoints.len().saturating_sub(1);
+        checkpoints
+            .iter()
+            .enumerate()
+            .map(|(i, (_, metadata))| match self {
+                Removal::All => true,
+                Removal::AllButLatest => i != last,
+                Removal::MetadataIn { key, values } => metadata
+                    .as_ref()
+                    .and_then(|m| m.get(key))
+                    .is_some_and(|v| values.contains(v)),
+            })
+            .collect()
+    }
+
+    /// Whether deciding needs each checkpoint's metadata.
+    pub(crate) fn needs_metadata(&self) -> bool {
+        matches!(self, Removal::MetadataIn { .. })
+    }
+}
+
+/// A creation that names an id already taken: the same checkpoint given
+/// again (a retry) is returned as it is; anything else is refused, because
+/// checkpoints never change once written.
+pub(crate) fn same_checkpoint_again(
+    existing: Checkpoint,
+    new: &NewCheckpoint,
+    parent: Option<&str>,
+) -> Result<Checkpoint> {
+    if existing.payload == new.payload
+        && existing.metadata == new.metadata
+        && existing.parent.as_deref() == parent
+    {
+        return Ok(existing);
+    }
+    Err(Error::InvalidInput(format!(
+        "checkpoint {} of workflow {:?} already exists with other content; checkpoints never change",
+        existing.id, existing.workflow
+    )))
+}
+
+/// Format id of a sealed batch of pending writes.
+const WRITES_FORMAT: &str = "wfstate.writes/1";
+
+/// A batch of writes against checkpoint `id` of `workflow` as one sealed
+/// document (compact JSON, no newline): what both backends store.
+pub(crate) fn encode_writes(workflow: &str, id: &str, batch: &[PendingWrite]) -> Vec<u8> {
+    let mut doc = Map::new();
+    doc.insert("format".into(), WRITES_FORMAT.into());
+    doc.insert("workflow".into(), workflow.into());
+    doc.insert("checkpoint".into(), id.into());
+    doc.insert(
+        "writes".into(),
+        serde_json::to_value(batch).expect("writes serialize"),
+    );
+    serde_json::to_vec(&document::seal(doc)).expect("a document serializes")
+}
+
+/// Parses and verifies a batch made by [`encode_writes`]; it must be of
+/// checkpoint `id` of `workflow`.
+pub(crate) fn decode_writes(
+    bytes: &[u8],
+    path: &Path,
+    workflow: &str,
+    id: &str,
+) -> Result<Vec<PendingWrite>> {
+    let doc = document::open(
+        bytes,
+        path,
+        WRITES_FORMAT,
+        "wfstate.writes/",
+        "pending writes",
+    )?;
+    let bad = |what: String| Error::integrity(path, what);
+    if doc.get("workflow").and_then(Value::as_str) != Some(workflow)
+        || doc.get("checkpoint").and_then(Value::as_str) != Some(id)
+    {
+        return Err(bad(format!(
+            "holds writes of another checkpoint than {id} of workflow {workflow:?}"
+        )));
+    }
+    let writes = doc
+        .get("writes")
+        .cloned()
+        .ok_or_else(|| bad("no \"writes\" member".into()))?;
+    serde_json::from_value(writes).map_err(|e| bad(format!("writes are malformed: {e}")))
+}
+
+/// Checks the writes a caller gives: the key fields must be usable.
+pub(crate) fn validate_writes(writes: &[PendingWrite]) -> Result<()> {
+    for w in writes {
+        if w.task_id.is_empty() || w.channel.is_empty() {
+            return Err(Error::InvalidInput(
+                "a pending write needs a task id and a channel".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// What every checkpoint backend provides.
 pub trait CheckpointBackend: Send + Sync {
     /// Creates a checkpoint of `new.workflow` holding `state` (the verified
@@ -341,4 +567,24 @@ pub trait CheckpointBackend: Send + Sync {
     /// Rebuilds `workflow`'s index from its checkpoint files (under its
     /// checkpoint lock); returns how many checkpoints it lists.
     fn rebuild_index(&self, workflow: &str, reason: &str) -> Result<usize>;
+    /// The verified checkpoint `id` of `workflow`, if it exists.
+    fn get_in(&self, workflow: &str, id: &str) -> Result<Option<Checkpoint>>;
+    /// Checkpoints of one workflow, verified, greatest id first.
+    fn find(&self, query: &FindQuery) -> Result<Vec<Checkpoint>>;
+    /// Stores pending writes against checkpoint `id` of `workflow`, durably
+    /// before it returns; `rule` says what happens to a key already
+    /// stored. Returns how many writes changed something.
+    fn put_writes(
+        &self,
+        workflow: &str,
+        id: &str,
+        writes: &[PendingWrite],
+        rule: WriteRule,
+    ) -> Result<usize>;
+    /// The pending writes against checkpoint `id`, verified, sorted by task
+    /// and index.
+    fn writes(&self, workflow: &str, id: &str) -> Result<Vec<PendingWrite>>;
+    /// Removes the checkpoints `which` selects, with their writes; unlike
+    /// `prune` it may remove a workflow's latest. One audit entry.
+    fn remove(&self, workflow: &str, which: &Removal) -> Result<Vec<Pruned>>;
 }

@@ -29,15 +29,17 @@
 
 use crate::backend::WarningHook;
 use crate::checkpoint::{
-    Chain, ChainLink, ChainStop, Checkpoint, CheckpointBackend, IndexRepair, ListContent,
-    ListEntry, ListQuery, NewCheckpoint, ParentChoice, PrunePolicy, Pruned, StateSnapshot,
-    validate_id,
+    Chain, ChainLink, ChainStop, Checkpoint, CheckpointBackend, FindQuery, IndexRepair,
+    ListContent, ListEntry, ListQuery, NewCheckpoint, ParentChoice, PendingWrite, PrunePolicy,
+    Pruned, Removal, StateSnapshot, WriteRule, fold_writes, same_checkpoint_again, validate_id,
+    validate_writes, writes_to_store,
 };
 use crate::clock;
 use crate::durable::{self, FileId, ReadOutcome};
 use crate::error::{Error, Result, Size};
 use crate::file_store::audit_log::{AuditLog, Carrier, Evidence};
 use crate::file_store::checkpoint_index::{self as index, IndexProblem, IndexReader, IndexRecord};
+use crate::file_store::checkpoint_writes as writes;
 use crate::file_store::state_cache::Kept;
 use crate::file_store::state_log::{self, OpenLog};
 use crate::file_store::{after_the_change, warn, warn_unaudited};
@@ -146,6 +148,14 @@ impl FileCheckpoints {
     fn file_of(&self, workflow: &str, id: &str) -> Result<PathBuf> {
         validate_id(id)?;
         Ok(self.workflow_dir(workflow)?.join(format!("{id}.json")))
+    }
+
+    /// The pending writes against checkpoint `id` (`writes` module).
+    fn writes_of(&self, workflow: &str, id: &str) -> Result<PathBuf> {
+        validate_id(id)?;
+        Ok(self
+            .workflow_dir(workflow)?
+            .join(format!("{id}{}", writes::SUFFIX)))
     }
 
     fn lock(&self, workflow: &str) -> Result<LockGuard> {
@@ -327,36 +337,52 @@ impl FileCheckpoints {
         })
     }
 
-    fn list_workflow(&self, workflow: &str, query: &ListQuery) -> Result<Vec<ListEntry>> {
+    /// Walks `workflow`'s index newest first from `before` (or the end),
+    /// collecting what `take` returns for each record until `limit` are
+    /// collected. A damaged record rebuilds the index once and restarts.
+    fn walk_newest_first<T>(
+        &self,
+        workflow: &str,
+        before: Option<&str>,
+        limit: usize,
+        mut take: impl FnMut(&IndexRecord) -> Result<Option<T>>,
+    ) -> Result<Vec<T>> {
         let Some(mut reader) = self.index(workflow)? else {
             return Ok(Vec::new());
         };
-        let tag = index::phase_tag(query.phase.as_deref());
-        let mut entries = Vec::new();
-        let mut end = match &query.before {
-            Some(before) => reader.lower_bound(before)?,
-            None => reader.count(),
+        let start = |reader: &IndexReader| match before {
+            Some(before) => reader.lower_bound(before),
+            None => Ok(reader.count()),
         };
+        let mut taken = Vec::new();
+        let mut end = start(&reader)?;
         let mut repaired = false;
-        while end > 0 && entries.len() < query.limit {
+        while end > 0 && taken.len() < limit {
             end -= 1;
             let record = match reader.record(end)? {
                 Ok(r) => r,
                 Err(why) => {
                     reader = self.rebuild_once(workflow, &why, &mut repaired)?;
-                    end = match &query.before {
-                        Some(before) => reader.lower_bound(before)?,
-                        None => reader.count(),
-                    };
-                    entries.clear();
+                    end = start(&reader)?;
+                    taken.clear();
                     continue;
                 }
             };
+            if let Some(t) = take(&record)? {
+                taken.push(t);
+            }
+        }
+        Ok(taken)
+    }
+
+    fn list_workflow(&self, workflow: &str, query: &ListQuery) -> Result<Vec<ListEntry>> {
+        let tag = index::phase_tag(query.phase.as_deref());
+        self.walk_newest_first(workflow, query.before.as_deref(), query.limit, |record| {
             if tag.is_some() && record.phase_tag != tag {
-                continue;
+                return Ok(None);
             }
             let content = match self.read(workflow, &record.id) {
-                Ok(None) => continue, // never committed
+                Ok(None) => return Ok(None), // never committed
                 Ok(Some(cp)) => ListContent::Ok {
                     phase: cp.phase,
                     item: cp.item,
@@ -366,22 +392,37 @@ impl FileCheckpoints {
                     error: e.to_string(),
                 },
             };
-            entries.push(ListEntry {
+            Ok(Some(ListEntry {
                 id: record.id.clone(),
                 workflow: workflow.to_string(),
                 created_at: micros_to_rfc3339(record.created_us),
-                parent: record.parent,
+                parent: record.parent.clone(),
                 content,
-            });
-        }
-        Ok(entries)
+            }))
+        })
     }
 
     fn prune_workflow(&self, workflow: &str, policy: &PrunePolicy) -> Result<Vec<Pruned>> {
+        self.remove_selected(workflow, policy.dry_run, "checkpoint_prune", |records| {
+            let ages: Vec<u64> = records.iter().map(|r| r.created_us).collect();
+            Ok(crate::checkpoint::select_for_pruning(&ages, policy))
+        })
+    }
+
+    /// Removes the committed checkpoints of `workflow` that `select` picks
+    /// (given them oldest first), with their pending writes, under the
+    /// checkpoint lock, with one audit entry `event`.
+    fn remove_selected(
+        &self,
+        workflow: &str,
+        dry_run: bool,
+        event: &str,
+        select: impl FnOnce(&[IndexRecord]) -> Result<Vec<bool>>,
+    ) -> Result<Vec<Pruned>> {
         let _guard = self.lock(workflow)?;
-        // Settled first: a pruned checkpoint must not come back from the
+        // Settled first: a removed checkpoint must not come back from the
         // journal after a power cut.
-        if !policy.dry_run {
+        if !dry_run {
             self.settle_journal(workflow)?;
         }
         let Some(mut reader) = self.index(workflow)? else {
@@ -405,21 +446,18 @@ impl FileCheckpoints {
             i += 1;
         }
         let dir = self.workflow_dir(workflow)?;
-        // Only committed checkpoints count, and the newest of them is kept.
+        // Only committed checkpoints count.
         records.retain(|r| dir.join(format!("{}.json", r.id)).exists());
-        let ages: Vec<u64> = records.iter().map(|r| r.created_us).collect();
         let (mut selected, mut kept) = (Vec::new(), Vec::new());
-        for (record, prune) in records
-            .into_iter()
-            .zip(crate::checkpoint::select_for_pruning(&ages, policy))
-        {
-            if prune {
+        let choice = select(&records)?;
+        for (record, remove) in records.into_iter().zip(choice) {
+            if remove {
                 selected.push(record);
             } else {
                 kept.push(record);
             }
         }
-        let pruned: Vec<Pruned> = selected
+        let removed: Vec<Pruned> = selected
             .iter()
             .map(|r| Pruned {
                 workflow: workflow.to_string(),
@@ -427,40 +465,47 @@ impl FileCheckpoints {
                 created_at: micros_to_rfc3339(r.created_us),
             })
             .collect();
-        if policy.dry_run || selected.is_empty() {
-            return Ok(pruned);
+        if dry_run || selected.is_empty() {
+            return Ok(removed);
         }
         // Files first: a crash before the index is rewritten leaves records
-        // without files, which readers already treat as absent.
-        let paths: Vec<PathBuf> = selected
+        // without files, which readers already treat as absent. Writes
+        // after their checkpoints: a writes file without its checkpoint is
+        // never read, and creating that id again removes it.
+        let mut paths: Vec<PathBuf> = selected
             .iter()
             .map(|r| dir.join(format!("{}.json", r.id)))
             .collect();
-        let ids: Vec<String> = pruned.iter().map(|p| p.id.clone()).collect();
+        for r in &selected {
+            let path = self.writes_of(workflow, &r.id)?;
+            if durable::name_exists(&path)? {
+                paths.push(path);
+            }
+        }
+        let ids: Vec<String> = removed.iter().map(|p| p.id.clone()).collect();
         let evidence = Evidence::CheckpointsRemoved {
             workflow: workflow.to_string(),
             ids: ids.clone(),
         };
         let data = serde_json::json!({"workflow": workflow, "ids": ids});
-        let ((), entry) =
-            self.audit
-                .append_with_intent(evidence, "checkpoint_prune", data, || {
-                    durable::remove_files(&dir, &paths)?;
-                    let mut bytes = index::header().to_vec();
-                    for r in &kept {
-                        bytes.extend_from_slice(&r.encode());
-                    }
-                    durable::replace_file_with_bytes(&dir.join(INDEX_FILE), &bytes)
-                })?;
+        let ((), entry) = self.audit.append_with_intent(evidence, event, data, || {
+            durable::remove_files(&dir, &paths)?;
+            let mut bytes = index::header().to_vec();
+            for r in &kept {
+                bytes.extend_from_slice(&r.encode());
+            }
+            durable::replace_file_with_bytes(&dir.join(INDEX_FILE), &bytes)
+        })?;
+        self.tails.forget(workflow);
         if let Err(e) = entry {
             warn_unaudited(
                 self.on_warning.as_ref(),
                 e,
-                &format!("{} checkpoint(s) were pruned", ids.len()),
+                &format!("{} checkpoint(s) were removed", ids.len()),
                 "audit intent",
             );
         }
-        Ok(pruned)
+        Ok(removed)
     }
 }
 
@@ -885,7 +930,26 @@ impl CheckpointBackend for FileCheckpoints {
                 Some(parent.clone())
             }
         };
-        let id = id::next_after(newest_id.as_deref());
+        // A caller's id that does not sort after the newest cannot be
+        // appended to the sorted index: it is committed by the synced path,
+        // and the index rebuilt in order.
+        let (id, in_order) = match new.id.clone() {
+            None => (id::next_after(newest_id.as_deref()), true),
+            Some(given) => {
+                validate_id(&given)?;
+                if let Some(existing) = self.read(&workflow, &given)? {
+                    return same_checkpoint_again(existing, &new, parent.as_deref());
+                }
+                // A writes file left by a removal that crashed part-way
+                // belongs to the removed checkpoint, not to this one.
+                let orphan = self.writes_of(&workflow, &given)?;
+                if durable::name_exists(&orphan)? {
+                    durable::remove_file(&orphan)?;
+                }
+                let in_order = newest_id.as_deref().is_none_or(|n| n < given.as_str());
+                (given, in_order)
+            }
+        };
         let created_us = clock::now_micros() as u64;
         let checkpoint = Checkpoint::assemble(
             new,
@@ -907,7 +971,7 @@ impl CheckpointBackend for FileCheckpoints {
             durable::replace_file_with_bytes(&index_path, &index::header())?;
         }
         let mut line = serde_json::to_vec(&checkpoint).expect("a checkpoint serializes");
-        if line.len() < JOURNAL_RECORD_LIMIT {
+        if line.len() < JOURNAL_RECORD_LIMIT && in_order {
             line.push(b'\n');
             return self.create_through_journal(
                 checkpoint,
@@ -938,6 +1002,21 @@ impl CheckpointBackend for FileCheckpoints {
                 &format!("checkpoint {id} was created"),
                 "audit intent",
             );
+        }
+        if !in_order {
+            self.tails.forget(&workflow);
+            if let Err(e) = self.rebuild_locked(&workflow, "a checkpoint id given out of order") {
+                warn(
+                    self.on_warning.as_ref(),
+                    &after_the_change(
+                        e,
+                        "sort the checkpoint index",
+                        &format!(
+                            "checkpoint {id} was created; its index is rebuilt when next read"
+                        ),
+                    ),
+                );
+            }
         }
         Ok(checkpoint)
     }
@@ -1066,6 +1145,83 @@ impl CheckpointBackend for FileCheckpoints {
 
     fn take_repairs(&self) -> Vec<IndexRepair> {
         std::mem::take(&mut *self.repairs.lock().expect("repairs lock"))
+    }
+
+    fn get_in(&self, workflow: &str, id: &str) -> Result<Option<Checkpoint>> {
+        self.read(workflow, id)
+    }
+
+    fn find(&self, query: &FindQuery) -> Result<Vec<Checkpoint>> {
+        let workflow = query.workflow.as_str();
+        if let Some(before) = &query.before {
+            validate_id(before)?;
+        }
+        let limit = query.limit.unwrap_or(usize::MAX);
+        if let Some(id) = &query.id {
+            let found = self
+                .read(workflow, id)?
+                .filter(|cp| query.before.as_ref().is_none_or(|b| cp.id < *b) && query.matches(cp));
+            return Ok(found.into_iter().take(limit).collect());
+        }
+        self.walk_newest_first(workflow, query.before.as_deref(), limit, |record| {
+            // `None`: a record whose checkpoint was never committed.
+            Ok(self
+                .read(workflow, &record.id)?
+                .filter(|cp| query.matches(cp)))
+        })
+    }
+
+    fn put_writes(
+        &self,
+        workflow: &str,
+        id: &str,
+        batch: &[PendingWrite],
+        rule: WriteRule,
+    ) -> Result<usize> {
+        validate_writes(batch)?;
+        let path = self.writes_of(workflow, id)?;
+        let _guard = self.lock(workflow)?;
+        if !self.committed(workflow, id)? {
+            return Err(Error::NotFound {
+                what: format!("checkpoint {id} in workflow {workflow:?}"),
+                path: None,
+            });
+        }
+        let stored = writes::read(&path, workflow, id)?;
+        let new = writes_to_store(&stored.writes, batch, rule);
+        if !new.is_empty() {
+            writes::append(&path, workflow, id, &new, stored.append_at)?;
+        }
+        Ok(new.len())
+    }
+
+    fn writes(&self, workflow: &str, id: &str) -> Result<Vec<PendingWrite>> {
+        let path = self.writes_of(workflow, id)?;
+        match writes::read(&path, workflow, id) {
+            Ok(stored) => Ok(fold_writes(stored.writes)),
+            // Read without the lock, a line being written can look whole
+            // but torn; under the lock, damage is real.
+            Err(Error::Integrity { .. }) => {
+                let _guard = self.lock(workflow)?;
+                Ok(fold_writes(writes::read(&path, workflow, id)?.writes))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn remove(&self, workflow: &str, which: &Removal) -> Result<Vec<Pruned>> {
+        self.remove_selected(workflow, false, "checkpoint_remove", |records| {
+            let mut described = Vec::with_capacity(records.len());
+            for r in records {
+                let metadata = if which.needs_metadata() {
+                    self.read(workflow, &r.id)?.and_then(|cp| cp.metadata)
+                } else {
+                    None
+                };
+                described.push((r.id.clone(), metadata));
+            }
+            Ok(which.selects(&described))
+        })
     }
 }
 

@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::file_store::FileBackend;
 use crate::file_store::audit_log::AuditLog;
 use crate::file_store::checkpoint_index::{IndexProblem, IndexReader};
+use crate::file_store::checkpoint_writes;
 use crate::file_store::state_log;
 use crate::health::{
     Component, HealthReport, REPAIR_EVENT, Status, component, finish, missing_parent,
@@ -176,11 +177,18 @@ impl Checker<'_> {
             let mut corrupt = 0;
             for entry in std::fs::read_dir(&dir).map_err(|e| Error::io("list", &dir, e))? {
                 let path = entry.map_err(|e| Error::io("list", &dir, e))?.path();
-                let Some(id) = path
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .and_then(|n| n.strip_suffix(".json"))
-                else {
+                let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                if let Some(id) = name.strip_suffix(checkpoint_writes::SUFFIX)
+                    && validate_id(id).is_ok()
+                {
+                    // Damaged writes are reported and left in place: they
+                    // may be the only record of a task's work.
+                    if let Err(e) = checkpoint_writes::read(&path, &workflow, id) {
+                        problems.push((Status::Error, e.to_string()));
+                    }
+                    continue;
+                }
+                let Some(id) = name.strip_suffix(".json") else {
                     continue;
                 };
                 if validate_id(id).is_err() {

@@ -16,6 +16,7 @@
 
 pub(crate) mod audit_log;
 pub(crate) mod checkpoint_index;
+pub(crate) mod checkpoint_writes;
 pub(crate) mod checkpoints;
 pub(crate) mod health;
 pub(crate) mod in_flight;

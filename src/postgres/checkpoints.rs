@@ -3,16 +3,19 @@
 //! `latest` use the `(workflow, id)` index; UUIDv7 ids sort by time, so
 //! newest first is `ORDER BY id DESC`.
 
-use super::{Db, PgAudit};
+use super::{Cached, Db, PgAudit, TxResult};
 use crate::checkpoint::{
-    Chain, ChainLink, ChainStop, Checkpoint, CheckpointBackend, IndexRepair, ListContent,
-    ListEntry, ListQuery, NewCheckpoint, ParentChoice, PrunePolicy, Pruned, StateSnapshot,
-    require_rule, select_for_pruning, validate_id,
+    Chain, ChainLink, ChainStop, Checkpoint, CheckpointBackend, FindQuery, IndexRepair,
+    ListContent, ListEntry, ListQuery, NewCheckpoint, ParentChoice, PendingWrite, PrunePolicy,
+    Pruned, Removal, StateSnapshot, WriteRule, decode_writes, encode_writes, fold_writes,
+    require_rule, same_checkpoint_again, select_for_pruning, validate_id, validate_writes,
+    writes_to_store,
 };
 use crate::clock;
 use crate::error::{Error, Result, Size};
 use crate::id;
 use crate::name::validate_name;
+use postgres::GenericClient;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -100,6 +103,30 @@ impl PgCheckpoints {
     }
 }
 
+impl PgCheckpoints {
+    /// The writes stored against checkpoint `id`, verified, in the order
+    /// they were stored.
+    fn stored_writes<C: GenericClient>(
+        &self,
+        c: &mut Cached<'_, C>,
+        workflow: &str,
+        id: &str,
+    ) -> TxResult<Vec<PendingWrite>> {
+        let rows = c.query(
+            "SELECT seq::text, document FROM wfstate_checkpoint_writes \
+             WHERE workflow = $1 AND checkpoint = $2 ORDER BY seq",
+            &[&workflow, &id],
+        )?;
+        let mut writes = Vec::new();
+        for row in &rows {
+            let path = self.db.row_path("wfstate_checkpoint_writes", row.get(0));
+            let document: &str = row.get(1);
+            writes.extend(decode_writes(document.as_bytes(), &path, workflow, id)?);
+        }
+        Ok(writes)
+    }
+}
+
 impl CheckpointBackend for PgCheckpoints {
     fn create(&self, new: NewCheckpoint, state: Option<StateSnapshot>) -> Result<Checkpoint> {
         let workflow = new.workflow.clone();
@@ -141,7 +168,24 @@ impl CheckpointBackend for PgCheckpoints {
                         Some(parent.clone())
                     }
                 };
-                let id = id::next_after(newest.as_deref());
+                let id = match &new.id {
+                    None => id::next_after(newest.as_deref()),
+                    Some(given) => {
+                        validate_id(given)?;
+                        let existing: Option<String> = tx
+                            .query_opt(
+                                "SELECT document FROM wfstate_checkpoints \
+                                 WHERE workflow = $1 AND id = $2",
+                                &[&workflow, given],
+                            )?
+                            .map(|r| r.get(0));
+                        if let Some(document) = existing {
+                            let existing = self.decode(given, &workflow, &document)?;
+                            return Ok(same_checkpoint_again(existing, &new, parent.as_deref())?);
+                        }
+                        given.clone()
+                    }
+                };
                 let checkpoint = Checkpoint::assemble(
                     new.clone(),
                     id.clone(),
@@ -159,9 +203,14 @@ impl CheckpointBackend for PgCheckpoints {
                     .into());
                 }
                 let text = String::from_utf8(bytes).expect("serde_json writes UTF-8");
+                let metadata = checkpoint
+                    .metadata
+                    .as_ref()
+                    .map(|m| serde_json::to_string(m).expect("metadata serializes"));
                 tx.execute(
-                    "INSERT INTO wfstate_checkpoints (id, workflow, parent, created_at, phase, document) \
-                     VALUES ($1, $2, $3, $4, $5, $6)",
+                    "INSERT INTO wfstate_checkpoints \
+                     (id, workflow, parent, created_at, phase, document, metadata) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7::text::jsonb)",
                     &[
                         &checkpoint.id,
                         &workflow,
@@ -169,6 +218,7 @@ impl CheckpointBackend for PgCheckpoints {
                         &checkpoint.created_at,
                         &checkpoint.phase,
                         &text,
+                        &metadata,
                     ],
                 )?;
                 self.audit.append_one_in(
@@ -186,7 +236,8 @@ impl CheckpointBackend for PgCheckpoints {
         validate_id(id)?;
         let row = self.db.with("read checkpoint", |c| {
             Ok(c.query_opt(
-                "SELECT workflow, document FROM wfstate_checkpoints WHERE id = $1",
+                "SELECT workflow, document FROM wfstate_checkpoints WHERE id = $1 \
+                 ORDER BY workflow LIMIT 1",
                 &[&id],
             )?
             .map(|r| (r.get::<_, String>(0), r.get::<_, String>(1))))
@@ -265,7 +316,8 @@ impl CheckpointBackend for PgCheckpoints {
         let rows = self.db.with("walk a checkpoint lineage", |c| {
             Ok(c.query(
                 "WITH RECURSIVE lineage(id, workflow, parent, created_at, depth) AS ( \
-                   SELECT id, workflow, parent, created_at, 1 FROM wfstate_checkpoints WHERE id = $1 \
+                   (SELECT id, workflow, parent, created_at, 1 FROM wfstate_checkpoints \
+                    WHERE id = $1 ORDER BY workflow LIMIT 1) \
                    UNION ALL \
                    SELECT p.id, p.workflow, p.parent, p.created_at, l.depth + 1 \
                    FROM lineage l JOIN wfstate_checkpoints p \
@@ -337,6 +389,149 @@ impl CheckpointBackend for PgCheckpoints {
             .map(|r| r.get(0))
             .collect())
         })
+    }
+
+    fn get_in(&self, workflow: &str, id: &str) -> Result<Option<Checkpoint>> {
+        validate_name(workflow)?;
+        validate_id(id)?;
+        let document: Option<String> = self.db.with("read checkpoint", |c| {
+            Ok(c.query_opt(
+                "SELECT document FROM wfstate_checkpoints WHERE workflow = $1 AND id = $2",
+                &[&workflow, &id],
+            )?
+            .map(|r| r.get(0)))
+        })?;
+        document.map(|d| self.decode(id, workflow, &d)).transpose()
+    }
+
+    fn find(&self, query: &FindQuery) -> Result<Vec<Checkpoint>> {
+        let workflow = query.workflow.as_str();
+        validate_name(workflow)?;
+        for id in query.before.iter().chain(&query.id) {
+            validate_id(id)?;
+        }
+        let filter = (!query.metadata.is_empty())
+            .then(|| serde_json::to_string(&query.metadata).expect("metadata serializes"));
+        let limit = query.limit.map(|l| l.min(i64::MAX as usize) as i64);
+        let rows = self.db.with("find checkpoints", |c| {
+            Ok(c.query(
+                "SELECT id, document FROM wfstate_checkpoints \
+                 WHERE workflow = $1 \
+                   AND ($2::text IS NULL OR id < $2) \
+                   AND ($3::text IS NULL OR id = $3) \
+                   AND ($4::text IS NULL OR metadata @> $4::text::jsonb) \
+                 ORDER BY id DESC LIMIT $5",
+                &[&workflow, &query.before, &query.id, &filter, &limit],
+            )?)
+        })?;
+        let mut found = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let cp = self.decode(row.get(0), workflow, row.get(1))?;
+            // Containment is looser than equality for nested values.
+            if query.matches(&cp) {
+                found.push(cp);
+            }
+        }
+        Ok(found)
+    }
+
+    fn put_writes(
+        &self,
+        workflow: &str,
+        id: &str,
+        batch: &[PendingWrite],
+        rule: WriteRule,
+    ) -> Result<usize> {
+        validate_name(workflow)?;
+        validate_id(id)?;
+        validate_writes(batch)?;
+        self.db
+            .transaction("store pending writes", self.lock_timeout, |tx| {
+                self.db.xact_lock(tx, "checkpoint", workflow)?;
+                let exists = tx
+                    .query_opt(
+                        "SELECT 1 FROM wfstate_checkpoints WHERE workflow = $1 AND id = $2",
+                        &[&workflow, &id],
+                    )?
+                    .is_some();
+                if !exists {
+                    return Err(Error::NotFound {
+                        what: format!("checkpoint {id} in workflow {workflow:?}"),
+                        path: None,
+                    }
+                    .into());
+                }
+                let stored = self.stored_writes(tx, workflow, id)?;
+                let new = writes_to_store(&stored, batch, rule);
+                if !new.is_empty() {
+                    let document = String::from_utf8(encode_writes(workflow, id, &new))
+                        .expect("serde_json writes UTF-8");
+                    tx.execute(
+                        "INSERT INTO wfstate_checkpoint_writes (workflow, checkpoint, document) \
+                         VALUES ($1, $2, $3)",
+                        &[&workflow, &id, &document],
+                    )?;
+                }
+                Ok(new.len())
+            })
+    }
+
+    fn writes(&self, workflow: &str, id: &str) -> Result<Vec<PendingWrite>> {
+        validate_name(workflow)?;
+        validate_id(id)?;
+        let stored = self.db.with("read pending writes", |c| {
+            Ok(self.stored_writes(c, workflow, id)?)
+        })?;
+        Ok(fold_writes(stored))
+    }
+
+    fn remove(&self, workflow: &str, which: &Removal) -> Result<Vec<Pruned>> {
+        validate_name(workflow)?;
+        self.db
+            .transaction("remove checkpoints", self.lock_timeout, |tx| {
+                self.db.xact_lock(tx, "checkpoint", workflow)?;
+                let rows = tx.query(
+                    "SELECT id, created_at, metadata::text FROM wfstate_checkpoints \
+                     WHERE workflow = $1 ORDER BY id",
+                    &[&workflow],
+                )?;
+                let described: Vec<(String, Option<serde_json::Map<String, serde_json::Value>>)> =
+                    rows.iter()
+                        .map(|r| {
+                            let metadata: Option<String> = r.get(2);
+                            let metadata = metadata.and_then(|m| serde_json::from_str(&m).ok());
+                            (r.get(0), metadata)
+                        })
+                        .collect();
+                let removed: Vec<Pruned> = rows
+                    .iter()
+                    .zip(which.selects(&described))
+                    .filter(|(_, remove)| *remove)
+                    .map(|(r, _)| Pruned {
+                        workflow: workflow.to_string(),
+                        id: r.get(0),
+                        created_at: r.get(1),
+                    })
+                    .collect();
+                if removed.is_empty() {
+                    return Ok(removed);
+                }
+                let ids: Vec<&str> = removed.iter().map(|p| p.id.as_str()).collect();
+                tx.execute(
+                    "DELETE FROM wfstate_checkpoints WHERE workflow = $1 AND id = ANY($2)",
+                    &[&workflow, &ids],
+                )?;
+                tx.execute(
+                    "DELETE FROM wfstate_checkpoint_writes WHERE workflow = $1 AND checkpoint = ANY($2)",
+                    &[&workflow, &ids],
+                )?;
+                self.audit.append_one_in(
+                    tx,
+                    "checkpoint_remove",
+                    serde_json::json!({"workflow": workflow, "ids": ids}),
+                )?;
+                Ok(removed)
+            })
     }
 
     fn take_repairs(&self) -> Vec<IndexRepair> {

@@ -9,7 +9,7 @@
 use super::{PgBackend, SCHEMA_VERSION, TxResult};
 use crate::audit::AuditTrail;
 use crate::backend::Backend;
-use crate::checkpoint::Checkpoint;
+use crate::checkpoint::{Checkpoint, decode_writes};
 use crate::error::Result;
 use crate::health::{
     Component, HealthReport, Status, component, finish, missing_parent, pruned_checkpoints,
@@ -116,12 +116,31 @@ fn checkpoints(backend: &PgBackend, bad: &mut Vec<BadRow>) -> Result<Component> 
             problems.push((Status::Error, e.to_string()));
             bad.push(BadRow {
                 table: "wfstate_checkpoints",
-                key: id.clone(),
+                key: format!("{workflow}/{id}"),
                 reason: e.to_string(),
             });
         }
         if let Some(parent) = parent.filter(|p| !ids.contains(p)) {
             problems.push(missing_parent(&workflow, &id, &parent, &pruned));
+        }
+    }
+    let writes = backend.db.with("read pending writes", |c| {
+        Ok(c.query(
+            "SELECT workflow, checkpoint, seq::text, document FROM wfstate_checkpoint_writes",
+            &[],
+        )?)
+    })?;
+    for row in &writes {
+        let (workflow, id, seq): (String, String, String) = (row.get(0), row.get(1), row.get(2));
+        let path = backend.db.row_path("wfstate_checkpoint_writes", &seq);
+        let document: &str = row.get(3);
+        if let Err(e) = decode_writes(document.as_bytes(), &path, &workflow, &id) {
+            problems.push((Status::Error, e.to_string()));
+            bad.push(BadRow {
+                table: "wfstate_checkpoint_writes",
+                key: seq,
+                reason: e.to_string(),
+            });
         }
     }
     Ok(component(
@@ -242,9 +261,18 @@ fn quarantine(backend: &PgBackend, bad: Vec<BadRow>) -> Result<Vec<String>> {
                         "SELECT document FROM wfstate_states WHERE workflow = $1 FOR UPDATE",
                         "DELETE FROM wfstate_states WHERE workflow = $1",
                     ),
+                    "wfstate_checkpoint_writes" => (
+                        "SELECT document FROM wfstate_checkpoint_writes WHERE seq = $1::text::bigint \
+                         FOR UPDATE",
+                        "DELETE FROM wfstate_checkpoint_writes WHERE seq = $1::text::bigint",
+                    ),
+                    // Keyed `workflow/id`: a copied thread shares ids.
                     _ => (
-                        "SELECT document FROM wfstate_checkpoints WHERE id = $1 FOR UPDATE",
-                        "DELETE FROM wfstate_checkpoints WHERE id = $1",
+                        "SELECT document FROM wfstate_checkpoints \
+                         WHERE workflow = split_part($1, '/', 1) AND id = split_part($1, '/', 2) \
+                         FOR UPDATE",
+                        "DELETE FROM wfstate_checkpoints \
+                         WHERE workflow = split_part($1, '/', 1) AND id = split_part($1, '/', 2)",
                     ),
                 };
                 let Some(found) = tx.query_opt(select, &[&row.key])? else {

@@ -4,7 +4,8 @@
 //! ```text
 //! wfstate_schema_migrations(version, applied_at)   what `init` applied
 //! wfstate_states(workflow, generation, document)    one row per workflow
-//! wfstate_checkpoints(id, workflow, parent, created_at, phase, document)
+//! wfstate_checkpoints(workflow, id, parent, created_at, phase, document, metadata)
+//! wfstate_checkpoint_writes(workflow, checkpoint, seq, document)  pending writes
 //! wfstate_audit(seq, line)                          the hash chain
 //! wfstate_lock_names(name), wfstate_lock_holders(backend_pid, name, ...)
 //! ```
@@ -50,7 +51,8 @@ use std::time::Duration;
 
 /// Migrations, in order; migration `n` is `MIGRATIONS[n - 1]`. Append only:
 /// a released migration is never edited.
-const MIGRATIONS: [&str; 1] = [r#"
+const MIGRATIONS: [&str; 2] = [
+    r#"
 CREATE TABLE wfstate_states (
     workflow   text PRIMARY KEY,
     generation bigint NOT NULL CHECK (generation >= 0),
@@ -86,7 +88,22 @@ CREATE TABLE wfstate_quarantine (
     reason   text NOT NULL,
     moved_at text NOT NULL
 );
-"#];
+"#,
+    r#"
+ALTER TABLE wfstate_checkpoints DROP CONSTRAINT wfstate_checkpoints_pkey;
+ALTER TABLE wfstate_checkpoints ADD PRIMARY KEY (workflow, id);
+DROP INDEX wfstate_checkpoints_by_workflow;
+CREATE INDEX wfstate_checkpoints_by_id ON wfstate_checkpoints (id);
+ALTER TABLE wfstate_checkpoints ADD COLUMN metadata jsonb;
+CREATE TABLE wfstate_checkpoint_writes (
+    workflow   text NOT NULL,
+    checkpoint text NOT NULL,
+    seq        bigserial,
+    document   text NOT NULL,
+    PRIMARY KEY (workflow, checkpoint, seq)
+);
+"#,
+];
 
 /// The schema version this build reads and writes.
 pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
