@@ -9,13 +9,16 @@ use crate::lock::Lock;
 use crate::state::State;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
-use serde_json::Value;
+use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use wfstate::checkpoint::context;
 use wfstate::checkpoint::diff::diff_checkpoints;
-use wfstate::checkpoint::{Checkpoint, ListQuery, NewCheckpoint, ParentChoice, PrunePolicy};
+use wfstate::checkpoint::{
+    Checkpoint, FindQuery, ListQuery, NewCheckpoint, ParentChoice, PendingWrite, PrunePolicy,
+    Removal, WriteRule,
+};
 use wfstate::{Error, StoreOptions};
 
 /// How many stores with other lock timeouts one `Store` keeps open (see
@@ -541,6 +544,188 @@ impl Store {
             ));
         }
         serialized(py, &report)
+    }
+
+    // Checkpoints with caller-given content (the LangGraph saver's base).
+
+    /// Records a checkpoint holding `payload` and `metadata` (JSON values)
+    /// under the caller's `id`; returns its id, parent and creation time.
+    #[pyo3(signature = (workflow, id, parent, payload, metadata, phase=None, message=None, summary=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn record_checkpoint<'py>(
+        &self,
+        py: Python<'py>,
+        workflow: String,
+        id: Option<String>,
+        parent: Option<String>,
+        payload: &Bound<'py, PyAny>,
+        metadata: &Bound<'py, PyAny>,
+        phase: Option<String>,
+        message: Option<String>,
+        summary: Option<String>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let payload = to_value(payload)?;
+        let Value::Object(metadata) = to_value(metadata)? else {
+            return Err(invalid_input(py, "metadata must be a dict".into()));
+        };
+        let checkpoint = py
+            .detach(|| {
+                self.main.record_checkpoint(NewCheckpoint {
+                    workflow,
+                    id,
+                    parent: parent.map_or(ParentChoice::Root, ParentChoice::Id),
+                    payload: Some(payload),
+                    metadata: Some(metadata),
+                    phase,
+                    message,
+                    context_summary: summary,
+                    ..NewCheckpoint::default()
+                })
+            })
+            .or_raise(py)?;
+        issue_warnings(py)?;
+        let dict = PyDict::new(py);
+        dict.set_item("id", &checkpoint.id)?;
+        dict.set_item("parent", &checkpoint.parent)?;
+        dict.set_item("created_at", &checkpoint.created_at)?;
+        Ok(dict.into_any())
+    }
+
+    /// Checkpoints of one workflow, verified, greatest id first, each with
+    /// its pending writes under `"writes"` when `with_writes`.
+    #[pyo3(signature = (workflow, before=None, id=None, metadata=None, limit=None, with_writes=false))]
+    #[allow(clippy::too_many_arguments)]
+    fn find_checkpoints<'py>(
+        &self,
+        py: Python<'py>,
+        workflow: String,
+        before: Option<String>,
+        id: Option<String>,
+        metadata: Option<&Bound<'py, PyAny>>,
+        limit: Option<usize>,
+        with_writes: bool,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let metadata = match metadata.map(to_value).transpose()? {
+            None => Map::new(),
+            Some(Value::Object(m)) => m,
+            Some(_) => return Err(invalid_input(py, "metadata must be a dict".into())),
+        };
+        let found = py
+            .detach(|| {
+                let backend = self.main.checkpoints()?;
+                let query = FindQuery {
+                    workflow,
+                    before,
+                    id,
+                    metadata,
+                    limit,
+                };
+                let mut found = Vec::new();
+                for cp in backend.find(&query)? {
+                    let writes = if with_writes {
+                        Some(backend.writes(&cp.workflow, &cp.id)?)
+                    } else {
+                        None
+                    };
+                    found.push((cp, writes));
+                }
+                Ok(found)
+            })
+            .or_raise(py)?;
+        let list = PyList::empty(py);
+        for (cp, writes) in &found {
+            let dict = Self::checkpoint_dict(py, cp)?;
+            if let Some(writes) = writes {
+                dict.set_item("writes", serialized(py, writes)?)?;
+            }
+            list.append(dict)?;
+        }
+        Ok(list)
+    }
+
+    /// Stores pending writes (dicts with task_id, idx, channel, value,
+    /// task_path) against checkpoint `id`, durably; `replace` says a write
+    /// replaces a stored one with its key (else the stored one stays).
+    /// Returns how many changed something.
+    fn put_writes(
+        &self,
+        py: Python<'_>,
+        workflow: String,
+        id: String,
+        writes: &Bound<'_, PyAny>,
+        replace: bool,
+    ) -> PyResult<usize> {
+        let writes: Vec<PendingWrite> = serde_json::from_value(to_value(writes)?)
+            .map_err(|e| invalid_input(py, format!("pending writes are malformed: {e}")))?;
+        let rule = if replace {
+            WriteRule::Replace
+        } else {
+            WriteRule::KeepFirst
+        };
+        let stored = py
+            .detach(|| {
+                self.main
+                    .checkpoints()?
+                    .put_writes(&workflow, &id, &writes, rule)
+            })
+            .or_raise(py)?;
+        issue_warnings(py)?;
+        Ok(stored)
+    }
+
+    /// Removes checkpoints of `workflow` with their writes: `which` is
+    /// "all", "all_but_latest", or "metadata_in" (those whose metadata
+    /// `key` is one of `values`).
+    #[pyo3(signature = (workflow, which, key=None, values=None))]
+    fn remove_checkpoints<'py>(
+        &self,
+        py: Python<'py>,
+        workflow: String,
+        which: &str,
+        key: Option<String>,
+        values: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let removal = match (which, key, values) {
+            ("all", None, None) => Removal::All,
+            ("all_but_latest", None, None) => Removal::AllButLatest,
+            ("metadata_in", Some(key), Some(values)) => {
+                let Value::Array(values) = to_value(values)? else {
+                    return Err(invalid_input(py, "values must be a list".into()));
+                };
+                Removal::MetadataIn { key, values }
+            }
+            _ => {
+                return Err(invalid_input(
+                    py,
+                    format!(
+                        "which must be \"all\", \"all_but_latest\" or \"metadata_in\" \
+                         (with key and values), got {which:?}"
+                    ),
+                ));
+            }
+        };
+        let removed = py
+            .detach(|| self.main.checkpoints()?.remove(&workflow, &removal))
+            .or_raise(py)?;
+        issue_warnings(py)?;
+        serialized(py, &removed)
+    }
+
+    /// Workflows that have checkpoints, sorted; with `prefix`, only those
+    /// whose name starts with it.
+    #[pyo3(signature = (prefix=None))]
+    fn checkpoint_workflows(
+        &self,
+        py: Python<'_>,
+        prefix: Option<String>,
+    ) -> PyResult<Vec<String>> {
+        let mut names = py
+            .detach(|| self.main.checkpoints()?.workflows())
+            .or_raise(py)?;
+        if let Some(prefix) = prefix {
+            names.retain(|n| n.starts_with(&prefix));
+        }
+        Ok(names)
     }
 
     #[pyo3(signature = (repair=false))]

@@ -358,6 +358,78 @@ class Store:
         latest checkpoint (or ``from_id``)."""
         return self._native.resume_prompt(workflow, from_id)
 
+    # Checkpoints with caller-given content (what wfstate.langgraph uses)
+
+    def record_checkpoint(
+        self,
+        workflow: str,
+        payload: Any,
+        metadata: Mapping[str, Any],
+        *,
+        id: str | None = None,  # noqa: A002
+        parent: str | None = None,
+        phase: str | None = None,
+        message: str | None = None,
+        summary: str | None = None,
+    ) -> dict[str, Any]:
+        """Records a checkpoint holding ``payload`` (any JSON value) and
+        ``metadata`` (a dict listings can filter on) instead of a snapshot
+        of the workflow's state, durably and with its audit entry. ``id``
+        (a lowercase UUID) is the caller's; checkpoints list greatest id
+        first. The same checkpoint given again is accepted as it is; other
+        content under a taken id raises ``InvalidInputError``. Returns the
+        ``id``, ``parent`` and ``created_at``."""
+        return self._native.record_checkpoint(workflow, id, parent, payload, dict(metadata), phase, message, summary)
+
+    def find_checkpoints(
+        self,
+        workflow: str,
+        *,
+        before: str | None = None,
+        id: str | None = None,  # noqa: A002
+        metadata: Mapping[str, Any] | None = None,
+        limit: int | None = None,
+        with_writes: bool = False,
+    ) -> list[dict[str, Any]]:
+        """One workflow's checkpoints, each verified (``IntegrityError`` if
+        one does not), greatest id first: those before ``before``, only
+        ``id``, only those whose metadata has every key of ``metadata``
+        with an equal value, at most ``limit``. With ``with_writes`` each
+        dict has its pending writes under ``"writes"``."""
+        return self._native.find_checkpoints(
+            workflow, before, id, None if metadata is None else dict(metadata), limit, with_writes
+        )
+
+    def put_writes(
+        self, workflow: str, checkpoint_id: str, writes: Iterable[Mapping[str, Any]], *, replace: bool = False
+    ) -> int:
+        """Stores pending writes against a checkpoint, durably before it
+        returns. Each write is a dict with ``task_id``, ``idx``,
+        ``channel``, ``value`` (JSON) and ``task_path``; it is keyed by
+        ``(task_id, idx)``. A key already stored keeps its write unless
+        ``replace``. Returns how many writes changed something;
+        ``NotFoundError`` if the checkpoint does not exist."""
+        return self._native.put_writes(workflow, checkpoint_id, [dict(w) for w in writes], replace)
+
+    def remove_checkpoints(
+        self,
+        workflow: str,
+        which: str,
+        *,
+        key: str | None = None,
+        values: Iterable[Any] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Removes checkpoints of ``workflow`` with their pending writes, in
+        one audited step: ``which="all"``, ``"all_but_latest"``, or
+        ``"metadata_in"`` (those whose metadata ``key`` is one of
+        ``values``). Returns what was removed."""
+        return self._native.remove_checkpoints(workflow, which, key, None if values is None else list(values))
+
+    def checkpoint_workflows(self, prefix: str | None = None) -> list[str]:
+        """Workflows that have checkpoints (whose names start with
+        ``prefix``), sorted."""
+        return self._native.checkpoint_workflows(prefix)
+
     # Locks
 
     def lock(
