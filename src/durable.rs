@@ -210,6 +210,20 @@ pub fn publish_file(
     sync_dir(dir)
 }
 
+/// Creates `path`, which must not exist, holding `bytes`, durably: the
+/// file is written and fsynced, then its directory. Unlike
+/// [`replace_file`] there is no temp file, so a crash can leave the new
+/// file empty or holding a prefix of `bytes`: only for files whose readers
+/// treat an incomplete tail as never written (line logs whose lines end
+/// in a newline). A process killed part-way leaves nothing for `health` to
+/// report, where a temp file would be.
+pub fn create_synced(path: &Path, bytes: &[u8]) -> Result<()> {
+    let file = os_create_new(path).map_err(|e| Error::io("create", path, e))?;
+    write_all_at(&file, path, 0, bytes).map_err(|e| Error::io("write", path, e))?;
+    os_fsync(&file, path, false).map_err(|e| Error::io("fsync", path, e))?;
+    sync_dir(parent_of(path)?)
+}
+
 /// Publishes `bytes` as `target` (temp file, written, renamed into place)
 /// *without* any sync: the file appears whole to every reader at once and
 /// survives the death of this process, but a power cut may lose it, or

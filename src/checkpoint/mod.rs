@@ -573,7 +573,9 @@ pub trait CheckpointBackend: Send + Sync {
     fn find(&self, query: &FindQuery) -> Result<Vec<Checkpoint>>;
     /// Stores pending writes against checkpoint `id` of `workflow`, durably
     /// before it returns; `rule` says what happens to a key already
-    /// stored. Returns how many writes changed something.
+    /// stored. Returns how many writes changed something. The checkpoint
+    /// need not exist yet: LangGraph stores a step's writes while the
+    /// checkpoint they follow is still being stored.
     fn put_writes(
         &self,
         workflow: &str,

@@ -4,12 +4,13 @@
 //!
 //! One sealed JSON document per line (`checkpoint::encode_writes`), one line per
 //! call that changed something, appended under the workflow's checkpoint
-//! lock. The file is created whole (temp file, fsync, rename, directory
-//! fsync); a later line is written right after the last complete one and
-//! made durable with `fdatasync` before the call returns. As in the state
-//! log, a line's newline is its last byte, so a crash can leave only an
-//! unterminated tail: an append that never returned, ignored by readers
-//! and overwritten by the next append. A complete line that does not
+//! lock. The first line creates the file (written, fsynced, then the
+//! directory: `durable::create_synced`); a later line is written right
+//! after the last complete one and made durable with `fdatasync` before
+//! the call returns. As in the state log, a line's newline is its last
+//! byte, so a crash can leave only an unterminated tail (or an empty
+//! file): an append that never returned, ignored by readers and
+//! overwritten by the next append. A complete line that does not
 //! verify cannot come from a crash: it is an integrity error.
 //!
 //! The current writes are the lines folded in order, a later write
@@ -74,7 +75,7 @@ pub(crate) fn append(
     let mut line = encode_writes(workflow, id, batch);
     line.push(b'\n');
     match append_at {
-        None => durable::replace_file_with_bytes(path, &line),
+        None => durable::create_synced(path, &line),
         Some(at) => durable::write_at_synced(path, at, &line),
     }
 }

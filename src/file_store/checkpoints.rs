@@ -470,8 +470,11 @@ impl FileCheckpoints {
         }
         // Files first: a crash before the index is rewritten leaves records
         // without files, which readers already treat as absent. Writes
-        // after their checkpoints: a writes file without its checkpoint is
-        // never read, and creating that id again removes it.
+        // after their checkpoints, so a checkpoint never loses its writes
+        // while it is still there; a crash between the two leaves writes
+        // without a checkpoint, which no listing shows (and a removal run
+        // again does not find: only a new checkpoint under the same id in
+        // the same workflow would see them).
         let mut paths: Vec<PathBuf> = selected
             .iter()
             .map(|r| dir.join(format!("{}.json", r.id)))
@@ -940,12 +943,6 @@ impl CheckpointBackend for FileCheckpoints {
                 if let Some(existing) = self.read(&workflow, &given)? {
                     return same_checkpoint_again(existing, &new, parent.as_deref());
                 }
-                // A writes file left by a removal that crashed part-way
-                // belongs to the removed checkpoint, not to this one.
-                let orphan = self.writes_of(&workflow, &given)?;
-                if durable::name_exists(&orphan)? {
-                    durable::remove_file(&orphan)?;
-                }
                 let in_order = newest_id.as_deref().is_none_or(|n| n < given.as_str());
                 (given, in_order)
             }
@@ -1180,13 +1177,11 @@ impl CheckpointBackend for FileCheckpoints {
     ) -> Result<usize> {
         validate_writes(batch)?;
         let path = self.writes_of(workflow, id)?;
+        // The checkpoint need not exist yet: LangGraph stores a step's
+        // writes while the checkpoint before it is still being stored.
         let _guard = self.lock(workflow)?;
-        if !self.committed(workflow, id)? {
-            return Err(Error::NotFound {
-                what: format!("checkpoint {id} in workflow {workflow:?}"),
-                path: None,
-            });
-        }
+        durable::create_dir(&self.root)?;
+        durable::create_dir(&self.workflow_dir(workflow)?)?;
         let stored = writes::read(&path, workflow, id)?;
         let new = writes_to_store(&stored.writes, batch, rule);
         if !new.is_empty() {

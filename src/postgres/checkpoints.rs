@@ -447,20 +447,8 @@ impl CheckpointBackend for PgCheckpoints {
         validate_writes(batch)?;
         self.db
             .transaction("store pending writes", self.lock_timeout, |tx| {
+                // The checkpoint need not exist yet (see the file store).
                 self.db.xact_lock(tx, "checkpoint", workflow)?;
-                let exists = tx
-                    .query_opt(
-                        "SELECT 1 FROM wfstate_checkpoints WHERE workflow = $1 AND id = $2",
-                        &[&workflow, &id],
-                    )?
-                    .is_some();
-                if !exists {
-                    return Err(Error::NotFound {
-                        what: format!("checkpoint {id} in workflow {workflow:?}"),
-                        path: None,
-                    }
-                    .into());
-                }
                 let stored = self.stored_writes(tx, workflow, id)?;
                 let new = writes_to_store(&stored, batch, rule);
                 if !new.is_empty() {
