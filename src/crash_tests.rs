@@ -1515,3 +1515,135 @@ fn a_committed_checkpoint_left_unpublished_is_published_by_the_next() {
 }
 
 mod interleaved;
+
+// Pending writes (DESIGN section 15): the first call creates the
+// checkpoint's writes file, a later one appends a line to it.
+
+const WRITES_CHECKPOINT: &str = "1f0c5a00-0000-6000-8000-000000000001";
+
+fn pending(task: &str, value: &str) -> Vec<crate::checkpoint::PendingWrite> {
+    vec![crate::checkpoint::PendingWrite {
+        task_id: task.into(),
+        idx: 0,
+        channel: "ch".into(),
+        value: json!(value),
+        task_path: String::new(),
+    }]
+}
+
+fn put_pending(s: &Store, task: &str, value: &str) {
+    s.checkpoints()
+        .unwrap()
+        .put_writes(
+            "lg.t",
+            WRITES_CHECKPOINT,
+            &pending(task, value),
+            crate::checkpoint::WriteRule::KeepFirst,
+        )
+        .unwrap();
+}
+
+fn record_writes_checkpoint(s: &Store) {
+    s.record_checkpoint(NewCheckpoint {
+        workflow: "lg.t".into(),
+        id: Some(WRITES_CHECKPOINT.into()),
+        payload: Some(json!({"step": 1})),
+        ..NewCheckpoint::default()
+    })
+    .unwrap();
+}
+
+/// The writes after a crash are `before`, or `after` (always, once the call
+/// returned); they read without error, and one more call works.
+fn writes_old_or_new(
+    s: &Store,
+    before: &[(&str, &str)],
+    after: &[(&str, &str)],
+    ack: bool,
+) -> Result<(), String> {
+    let cps = s.checkpoints().map_err(|e| e.to_string())?;
+    let read =
+        |cps: &dyn crate::checkpoint::CheckpointBackend| -> Result<Vec<(String, String)>, String> {
+            Ok(cps
+                .writes("lg.t", WRITES_CHECKPOINT)
+                .map_err(|e| format!("writes unreadable: {e}"))?
+                .into_iter()
+                .map(|w| (w.task_id, w.value.as_str().unwrap_or("").to_string()))
+                .collect())
+        };
+    let got = read(cps)?;
+    let owned = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+        v.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    };
+    if got != owned(after) && (ack || got != owned(before)) {
+        return Err(if ack {
+            format!("acknowledged writes lost: {got:?}")
+        } else {
+            format!("writes neither old nor new: {got:?}")
+        });
+    }
+    cps.put_writes(
+        "lg.t",
+        WRITES_CHECKPOINT,
+        &pending("zz", "next"),
+        crate::checkpoint::WriteRule::KeepFirst,
+    )
+    .map_err(|e| format!("the next put_writes failed: {e}"))?;
+    let mut expected = got;
+    expected.push(("zz".into(), "next".into()));
+    match read(cps)? {
+        again if again == expected => Ok(()),
+        again => Err(format!("after the next put_writes: {again:?}")),
+    }
+}
+
+#[test]
+fn pending_writes_that_create_their_file_are_absent_or_whole_after_every_crash() {
+    let e = scenario(
+        record_writes_checkpoint,
+        |s| put_pending(s, "a", "first"),
+        |_, s, ack| writes_old_or_new(s, &[], &[("a", "first")], ack),
+    );
+    assert_clean("pending writes, first (creates the writes file)", &e);
+}
+
+#[test]
+fn pending_writes_appended_are_old_or_new_after_every_crash() {
+    let e = scenario(
+        |s| {
+            record_writes_checkpoint(s);
+            put_pending(s, "a", &"first".repeat(1500));
+        },
+        |s| put_pending(s, "b", &"second".repeat(1500)),
+        |_, s, ack| {
+            let first = "first".repeat(1500);
+            let second = "second".repeat(1500);
+            writes_old_or_new(s, &[("a", &first)], &[("a", &first), ("b", &second)], ack)
+        },
+    );
+    assert_clean("pending writes, appended (torn blocks)", &e);
+}
+
+#[test]
+fn the_harness_catches_pending_writes_created_without_the_directory_fsync() {
+    sim::set_mutation_skip_dir_fsync(true);
+    let e = scenario(
+        record_writes_checkpoint,
+        |s| put_pending(s, "a", "first"),
+        |_, s, ack| writes_old_or_new(s, &[], &[("a", "first")], ack),
+    );
+    sim::set_mutation_skip_dir_fsync(false);
+    report(
+        "MUTANT pending writes file created without directory fsync",
+        &e,
+    );
+    assert!(
+        e.violations
+            .iter()
+            .any(|(_, why)| why.contains("acknowledged writes lost")),
+        "the simulator must report the lost acknowledged writes; saw {:?}",
+        e.violations.first()
+    );
+}

@@ -221,6 +221,10 @@ pub fn create_synced(path: &Path, bytes: &[u8]) -> Result<()> {
     let file = os_create_new(path).map_err(|e| Error::io("create", path, e))?;
     write_all_at(&file, path, 0, bytes).map_err(|e| Error::io("write", path, e))?;
     os_fsync(&file, path, false).map_err(|e| Error::io("fsync", path, e))?;
+    #[cfg(test)]
+    if sim::mutation_skips_dir_fsync() {
+        return Ok(()); // the same bug, for a new file
+    }
     sync_dir(parent_of(path)?)
 }
 
@@ -888,8 +892,9 @@ pub(crate) mod sim {
         SHORT_DONE.with(|d| d.set(false));
     }
 
-    /// Makes `replace_file` skip its final directory fsync on this thread:
-    /// the seed system's bug, for the test that the simulator catches it.
+    /// Makes `replace_file` and `create_synced` skip their final directory
+    /// fsync on this thread: the seed system's bug, for the tests that the
+    /// simulator catches it.
     pub fn set_mutation_skip_dir_fsync(on: bool) {
         SKIP_DIR_FSYNC.with(|m| m.set(on));
     }
