@@ -776,6 +776,8 @@ fn bench_checkpoint(workflow: &str, id: &str, parent: Option<String>, i: usize) 
             data: json!({"i": i}),
         }),
         origin: None,
+        payload: None,
+        metadata: None,
         checksum: String::new(),
     }
     .seal()

@@ -468,7 +468,7 @@ impl CheckpointBackend for PgCheckpoints {
         validate_name(workflow)?;
         validate_id(id)?;
         let stored = self.db.with("read pending writes", |c| {
-            Ok(self.stored_writes(c, workflow, id)?)
+            self.stored_writes(c, workflow, id)
         })?;
         Ok(fold_writes(stored))
     }
