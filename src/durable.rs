@@ -228,6 +228,42 @@ pub fn create_synced(path: &Path, bytes: &[u8]) -> Result<()> {
     sync_dir(parent_of(path)?)
 }
 
+/// Creates `path`, which must not exist, holding `bytes`, *without* any
+/// sync (same durability as [`append_unsynced`]): for a file whose durable
+/// copy is elsewhere and is written back from there after a reboot (the
+/// pending writes a checkpoint journal carries).
+pub fn create_unsynced(path: &Path, bytes: &[u8]) -> Result<()> {
+    let file = os_create_new(path).map_err(|e| Error::io("create", path, e))?;
+    write_all_at(&file, path, 0, bytes).map_err(|e| Error::io("write", path, e))
+}
+
+/// Makes everything written to the existing files `paths` durable, as an
+/// fsync of each would. Outside the test build it is one `syncfs` of their
+/// filesystem (the files must all be on the one that holds the first):
+/// one journal commit instead of one per file, which is most of what
+/// settling a checkpoint journal of fifty small files costs. `syncfs`
+/// reports a writeback error of the filesystem that no one has seen yet,
+/// as an `fsync` of a newly opened descriptor does. The crash simulator
+/// sees an fsync of each file, which is what `syncfs` guarantees of them.
+pub fn sync_files(paths: &[PathBuf]) -> Result<()> {
+    #[cfg(test)]
+    {
+        paths.iter().try_for_each(|path| sync_file(path))
+    }
+    #[cfg(not(test))]
+    {
+        let Some(first) = paths.first() else {
+            return Ok(());
+        };
+        let file = OpenOptions::new()
+            .read(true)
+            .custom_flags(store_open_flags())
+            .open(first)
+            .map_err(|e| Error::io("open", first, e))?;
+        rustix::fs::syncfs(&file).map_err(|e| Error::io("syncfs", first, e.into()))
+    }
+}
+
 /// Publishes `bytes` as `target` (temp file, written, renamed into place)
 /// *without* any sync: the file appears whole to every reader at once and
 /// survives the death of this process, but a power cut may lose it, or
@@ -792,6 +828,7 @@ pub(crate) mod sim {
         static SEEN: RefCell<[usize; 3]> = const { RefCell::new([0; 3]) };
         static SHORT_DONE: Cell<bool> = const { Cell::new(false) };
         static SKIP_DIR_FSYNC: Cell<bool> = const { Cell::new(false) };
+        static SKIP_WRITES_REPLAY: Cell<bool> = const { Cell::new(false) };
         static BOOT_ID: RefCell<Option<String>> = const { RefCell::new(None) };
         static SKIP_AUDIT_RECOVERY: Cell<bool> = const { Cell::new(false) };
         static SHARED_TRACE: RefCell<Option<SharedTrace>> = const { RefCell::new(None) };
@@ -901,6 +938,17 @@ pub(crate) mod sim {
 
     pub fn mutation_skips_dir_fsync() -> bool {
         SKIP_DIR_FSYNC.with(|m| m.get())
+    }
+
+    /// Makes settling a checkpoint journal skip the pending writes it
+    /// carries (they are then durable only if their unsynced copy was
+    /// written back), for the test that the simulator catches it.
+    pub fn set_mutation_skip_writes_replay(on: bool) {
+        SKIP_WRITES_REPLAY.with(|m| m.set(on));
+    }
+
+    pub fn mutation_skips_writes_replay() -> bool {
+        SKIP_WRITES_REPLAY.with(|m| m.get())
     }
 
     fn count(slot: usize) -> usize {

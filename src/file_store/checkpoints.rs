@@ -15,8 +15,13 @@
 //!    readers see the checkpoint from now on, and only a power cut can
 //!    take these copies away;
 //! 3. when the journal has grown past `state_log::COMPACT_AT`, settle it:
-//!    fsync every file it lists (rewriting any that is missing or does not
+//!    make every file it lists durable (rewriting any that is missing or does not
 //!    verify), the index and the directory, then empty it.
+//!
+//! The journal also commits pending writes (`checkpoint_writes`): a record
+//! holding a batch, published unsynced to `<id>.writes` and made durable
+//! there when the journal is settled. Settling syncs the files it checked
+//! together (`durable::sync_files`: one `syncfs`).
 //!
 //! After a power cut, the first open settles every journal before the store
 //! counts as recovered (`replay_journals`, run by the audit recovery), so
@@ -31,8 +36,8 @@ use crate::backend::WarningHook;
 use crate::checkpoint::{
     Chain, ChainLink, ChainStop, Checkpoint, CheckpointBackend, FindQuery, IndexRepair,
     ListContent, ListEntry, ListQuery, NewCheckpoint, ParentChoice, PendingWrite, PrunePolicy,
-    Pruned, Removal, StateSnapshot, WriteRule, fold_writes, same_checkpoint_again, validate_id,
-    validate_writes, writes_to_store,
+    Pruned, Removal, StateSnapshot, WriteRule, decode_writes, fold_writes, same_checkpoint_again,
+    validate_id, validate_writes, writes_to_store,
 };
 use crate::clock;
 use crate::durable::{self, FileId, ReadOutcome};
@@ -633,8 +638,8 @@ impl FileCheckpoints {
         Ok(checkpoint)
     }
 
-    /// The checkpoints in the journal of `workflow`, oldest first.
-    pub(crate) fn journal_entries(&self, workflow: &str) -> Result<Vec<Checkpoint>> {
+    /// The records in the journal of `workflow`, oldest first.
+    pub(crate) fn journal_entries(&self, workflow: &str) -> Result<Vec<JournalRecord>> {
         let path = self.journal_path(workflow)?;
         state_log::complete_records(&path)?
             .iter()
@@ -656,7 +661,17 @@ impl FileCheckpoints {
         let Some((_, record)) = newest.line else {
             return Ok(append_at);
         };
-        let cp = decode_journal_record(&path, &record, workflow, 0)?;
+        let cp = match decode_journal_record(&path, &record, workflow, 0)? {
+            JournalRecord::Checkpoint(cp) => cp,
+            JournalRecord::Writes { checkpoint, line } => {
+                let file = self.writes_of(workflow, &checkpoint)?;
+                if !writes::holds(&file, &line)? {
+                    let stored = writes::read(&file, workflow, &checkpoint)?;
+                    writes::publish_unsynced(&file, &line, stored.append_at)?;
+                }
+                return Ok(append_at);
+            }
+        };
         if self.committed(workflow, &cp.id)? {
             return Ok(append_at);
         }
@@ -696,30 +711,55 @@ impl FileCheckpoints {
             return Ok(());
         }
         let dir = self.workflow_dir(workflow)?;
-        for cp in &entries {
+        // Files whose content is right, synced together at the end.
+        let mut to_sync = Vec::new();
+        let mut checkpoints = Vec::new();
+        let mut carried: std::collections::BTreeMap<String, Vec<Vec<u8>>> = Default::default();
+        for record in entries {
+            match record {
+                JournalRecord::Checkpoint(cp) => checkpoints.push(cp),
+                JournalRecord::Writes { checkpoint, line } => {
+                    carried.entry(checkpoint).or_default().push(line)
+                }
+            }
+        }
+        for cp in &checkpoints {
             let path = self.file_of(workflow, &cp.id)?;
             match self.read(workflow, &cp.id) {
-                Ok(Some(on_disk)) if on_disk.checksum == cp.checksum => durable::sync_file(&path)?,
+                Ok(Some(on_disk)) if on_disk.checksum == cp.checksum => to_sync.push(path),
                 Ok(_) | Err(Error::Integrity { .. } | Error::TooLarge { .. }) => {
                     durable::replace_file_with_bytes(&path, &cp.to_bytes())?
                 }
                 Err(e) => return Err(e),
             }
         }
+        for (id, lines) in &carried {
+            #[cfg(test)]
+            if durable::sim::mutation_skips_writes_replay() {
+                continue;
+            }
+            let path = self.writes_of(workflow, id)?;
+            to_sync.extend(writes::settle(&path, workflow, id, lines)?);
+        }
         let index_path = dir.join(INDEX_FILE);
         let complete = match IndexReader::open(&index_path)? {
             Ok(reader) => {
                 let mut all = true;
-                for cp in &entries {
+                for cp in &checkpoints {
                     all &= matches!(reader.find(&cp.id)?, Some(Ok(_)));
                 }
                 all
             }
-            Err(_) => false,
+            // A journal of writes alone needs no index.
+            Err(_) => checkpoints.is_empty(),
         };
         if complete {
-            durable::sync_file(&index_path)?;
+            if index_path.exists() {
+                to_sync.push(index_path);
+            }
+            durable::sync_files(&to_sync)?;
         } else {
+            durable::sync_files(&to_sync)?;
             self.rebuild_locked(
                 workflow,
                 "checkpoints committed through the journal were not all indexed",
@@ -736,10 +776,13 @@ impl FileCheckpoints {
     /// if the journal holds it: after repair moved a damaged copy of its
     /// file to quarantine. The caller holds the checkpoint lock.
     pub(crate) fn restore_from_journal(&self, workflow: &str, id: &str) -> Result<bool> {
-        let Some(cp) = self
-            .journal_entries(workflow)?
-            .into_iter()
-            .find(|cp| cp.id == id)
+        let Some(cp) =
+            self.journal_entries(workflow)?
+                .into_iter()
+                .find_map(|record| match record {
+                    JournalRecord::Checkpoint(cp) if cp.id == id => Some(cp),
+                    _ => None,
+                })
         else {
             return Ok(false);
         };
@@ -789,39 +832,81 @@ impl FileCheckpoints {
     }
 }
 
+/// A record of a checkpoint journal: a checkpoint (with the audit entry
+/// of its creation), or a batch of pending writes (DESIGN section 15).
+pub(crate) enum JournalRecord {
+    Checkpoint(Checkpoint),
+    /// `line` is the batch's line as its writes file holds it (with the
+    /// newline).
+    Writes {
+        checkpoint: String,
+        line: Vec<u8>,
+    },
+}
+
 /// Decodes and verifies record `number` (0: the newest) of a journal.
 fn decode_journal_record(
     path: &Path,
     record: &[u8],
     workflow: &str,
     number: usize,
-) -> Result<Checkpoint> {
+) -> Result<JournalRecord> {
     #[derive(serde::Deserialize)]
-    struct Id {
-        id: String,
+    struct Keys {
+        #[serde(default)]
+        format: Option<String>,
+        #[serde(default)]
+        id: Option<String>,
+        #[serde(default)]
+        checkpoint: Option<String>,
     }
     let which = if number == 0 {
         "newest record".to_string()
     } else {
         format!("record {number}")
     };
+    let in_record = |e: Error| match e {
+        Error::Integrity { path, problem } => Error::Integrity {
+            path,
+            problem: format!("{which}: {problem}"),
+        },
+        other => other,
+    };
     let (doc, _) = state_log::split_record(record);
-    let id = serde_json::from_slice::<Id>(doc)
-        .map_err(|e| Error::integrity(path, format!("{which}: not a checkpoint ({e})")))?
-        .id;
+    let keys = serde_json::from_slice::<Keys>(doc)
+        .map_err(|e| Error::integrity(path, format!("{which}: not a journal record ({e})")))?;
+    let (id, is_writes) = match keys {
+        Keys {
+            format: Some(f),
+            checkpoint: Some(id),
+            ..
+        } if f.starts_with("wfstate.writes/") => (id, true),
+        Keys { id: Some(id), .. } => (id, false),
+        _ => {
+            return Err(Error::integrity(
+                path,
+                format!("{which}: neither a checkpoint nor pending writes"),
+            ));
+        }
+    };
     if !id::is_valid(&id) {
         return Err(Error::integrity(
             path,
             format!("{which}: invalid id {id:?}"),
         ));
     }
-    Checkpoint::decode(doc, path, &id, workflow).map_err(|e| match e {
-        Error::Integrity { path, problem } => Error::Integrity {
-            path,
-            problem: format!("{which}: {problem}"),
-        },
-        other => other,
-    })
+    if is_writes {
+        decode_writes(doc, path, workflow, &id).map_err(in_record)?;
+        let mut line = doc.to_vec();
+        line.push(b'\n');
+        return Ok(JournalRecord::Writes {
+            checkpoint: id,
+            line,
+        });
+    }
+    Checkpoint::decode(doc, path, &id, workflow)
+        .map(JournalRecord::Checkpoint)
+        .map_err(in_record)
 }
 
 /// The workflows that have a checkpoint folder under `root`, sorted.
@@ -1177,15 +1262,80 @@ impl CheckpointBackend for FileCheckpoints {
     ) -> Result<usize> {
         validate_writes(batch)?;
         let path = self.writes_of(workflow, id)?;
+        let journal = self.journal_path(workflow)?;
         // The checkpoint need not exist yet: LangGraph stores a step's
         // writes while the checkpoint before it is still being stored.
         let _guard = self.lock(workflow)?;
-        durable::create_dir(&self.root)?;
-        durable::create_dir(&self.workflow_dir(workflow)?)?;
+        let mut known = self
+            .tails
+            .take_if(workflow, |known| known.still_true(self, workflow));
+        let append_at = match &known {
+            Some(known) => known.journal.append_at,
+            None => {
+                durable::create_dir(&self.root)?;
+                durable::create_dir(&self.workflow_dir(workflow)?)?;
+                // As for a checkpoint: a writer that died after its commit
+                // may have left its record unpublished.
+                self.publish_pending(workflow)?
+            }
+        };
         let stored = writes::read(&path, workflow, id)?;
         let new = writes_to_store(&stored.writes, batch, rule);
-        if !new.is_empty() {
+        if new.is_empty() {
+            if let Some(known) = known {
+                self.tails.keep(workflow, known);
+            }
+            return Ok(0);
+        }
+        let line = writes::line_of(workflow, id, &new);
+        if line.len() >= JOURNAL_RECORD_LIMIT {
+            // Written durably to its file instead, after settling the
+            // journal, so that it follows every line the journal carries.
+            self.settle_journal(workflow)?;
+            let stored = writes::read(&path, workflow, id)?;
             writes::append(&path, workflow, id, &new, stored.append_at)?;
+            return Ok(new.len());
+        }
+        // The commit point: the journal record, one fdatasync.
+        let journal_len = match &mut known {
+            Some(known) => known.journal.append(&journal, line.clone()),
+            None => state_log::append(&journal, line.clone(), append_at),
+        }?;
+        // Committed. Published for readers without a sync: the journal is
+        // the durable copy until it is settled.
+        if let Err(e) = writes::publish_unsynced(&path, &line, stored.append_at) {
+            warn(
+                self.on_warning.as_ref(),
+                &after_the_change(
+                    e,
+                    "publish committed pending writes",
+                    &format!(
+                        "pending writes against checkpoint {id} were committed to the journal \
+                         but not published; they appear when the store is next opened or with \
+                         the next checkpoint or writes of {workflow:?}"
+                    ),
+                ),
+            );
+            return Ok(new.len());
+        }
+        if journal_len > state_log::COMPACT_AT {
+            if let Err(e) = self.settle_journal(workflow) {
+                warn(
+                    self.on_warning.as_ref(),
+                    &after_the_change(
+                        e,
+                        "settle checkpoint journal",
+                        &format!(
+                            "pending writes against checkpoint {id} were stored; settling the \
+                             journal failed (the next checkpoint, writes or prune tries again)"
+                        ),
+                    ),
+                );
+            }
+            return Ok(new.len());
+        }
+        if let Some(known) = known {
+            self.tails.keep(workflow, known);
         }
         Ok(new.len())
     }
@@ -1240,7 +1390,10 @@ mod tail_tests {
         let path = dir.join(JOURNAL_FILE);
         let records = state_log::complete_records(&path).unwrap();
         let record = records.last()?;
-        Some(decode_journal_record(&path, record, "wf", 0).unwrap().id)
+        match decode_journal_record(&path, record, "wf", 0).unwrap() {
+            JournalRecord::Checkpoint(cp) => Some(cp.id),
+            JournalRecord::Writes { checkpoint, .. } => Some(checkpoint),
+        }
     }
 
     /// Two stores in one process stand for two processes, each with its
