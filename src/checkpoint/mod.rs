@@ -138,9 +138,11 @@ impl Checkpoint {
         .seal()
     }
 
-    /// Serializes the sealed document.
+    /// Serializes the sealed document: one line of compact JSON, the same
+    /// bytes a checkpoint journal record holds (so settling a journal
+    /// compares bytes instead of decoding the file again).
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut bytes = serde_json::to_vec_pretty(self).expect("a checkpoint always serializes");
+        let mut bytes = serde_json::to_vec(self).expect("a checkpoint always serializes");
         bytes.push(b'\n');
         bytes
     }

@@ -129,6 +129,16 @@ pub(crate) fn settle(
     if bytes[..complete] == wanted[..] {
         return Ok(Some(path.to_path_buf()));
     }
+    // Written from the journal's records: verified first.
+    for line in carried {
+        decode_writes(&line[..line.len() - 1], path, workflow, id).map_err(|e| match e {
+            Error::Integrity { path, problem } => Error::Integrity {
+                path,
+                problem: format!("a journal record of these writes: {problem}"),
+            },
+            other => other,
+        })?;
+    }
     durable::replace_file_with_bytes(path, &wanted)?;
     Ok(None)
 }

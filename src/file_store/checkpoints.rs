@@ -638,6 +638,29 @@ impl FileCheckpoints {
         Ok(checkpoint)
     }
 
+    /// The records in the journal of `workflow`, oldest first, with their
+    /// kind and id read but not verified (settling verifies a record only
+    /// when it must write from it).
+    fn raw_journal(&self, workflow: &str) -> Result<Vec<RawRecord>> {
+        let path = self.journal_path(workflow)?;
+        state_log::complete_records(&path)?
+            .iter()
+            .enumerate()
+            .map(|(n, record)| {
+                let (doc, _) = state_log::split_record(record);
+                let (id, writes) = record_keys(&path, doc, n + 1)?;
+                let mut line = doc.to_vec();
+                line.push(b'\n');
+                Ok(RawRecord {
+                    writes,
+                    id,
+                    line,
+                    number: n + 1,
+                })
+            })
+            .collect()
+    }
+
     /// The records in the journal of `workflow`, oldest first.
     pub(crate) fn journal_entries(&self, workflow: &str) -> Result<Vec<JournalRecord>> {
         let path = self.journal_path(workflow)?;
@@ -662,7 +685,7 @@ impl FileCheckpoints {
             return Ok(append_at);
         };
         let cp = match decode_journal_record(&path, &record, workflow, 0)? {
-            JournalRecord::Checkpoint(cp) => cp,
+            JournalRecord::Checkpoint(cp) => *cp,
             JournalRecord::Writes { checkpoint, line } => {
                 let file = self.writes_of(workflow, &checkpoint)?;
                 if !writes::holds(&file, &line)? {
@@ -706,8 +729,8 @@ impl FileCheckpoints {
     /// caller holds the checkpoint lock.
     fn settle_journal(&self, workflow: &str) -> Result<()> {
         let journal = self.journal_path(workflow)?;
-        let entries = self.journal_entries(workflow)?;
-        if entries.is_empty() {
+        let records = self.raw_journal(workflow)?;
+        if records.is_empty() {
             return Ok(());
         }
         let dir = self.workflow_dir(workflow)?;
@@ -715,19 +738,28 @@ impl FileCheckpoints {
         let mut to_sync = Vec::new();
         let mut checkpoints = Vec::new();
         let mut carried: std::collections::BTreeMap<String, Vec<Vec<u8>>> = Default::default();
-        for record in entries {
-            match record {
-                JournalRecord::Checkpoint(cp) => checkpoints.push(cp),
-                JournalRecord::Writes { checkpoint, line } => {
-                    carried.entry(checkpoint).or_default().push(line)
-                }
+        for record in records {
+            if record.writes {
+                carried.entry(record.id).or_default().push(record.line);
+            } else {
+                checkpoints.push(record);
             }
         }
-        for cp in &checkpoints {
-            let path = self.file_of(workflow, &cp.id)?;
-            match self.read(workflow, &cp.id) {
-                Ok(Some(on_disk)) if on_disk.checksum == cp.checksum => to_sync.push(path),
+        for record in &checkpoints {
+            let path = self.file_of(workflow, &record.id)?;
+            // The published file holds the record's bytes unless a power
+            // cut lost or tore it: comparing them costs less than decoding
+            // it. Anything else is rewritten, durably, from the record,
+            // verified first.
+            match durable::read_file(&path, self.max_bytes) {
+                Ok(ReadOutcome::Found(on_disk)) if on_disk == record.line => to_sync.push(path),
                 Ok(_) | Err(Error::Integrity { .. } | Error::TooLarge { .. }) => {
+                    let body = &record.line[..record.line.len() - 1];
+                    let JournalRecord::Checkpoint(cp) =
+                        decode_journal_record(&journal, body, workflow, record.number)?
+                    else {
+                        unreachable!("the record's keys said checkpoint")
+                    };
                     durable::replace_file_with_bytes(&path, &cp.to_bytes())?
                 }
                 Err(e) => return Err(e),
@@ -745,8 +777,8 @@ impl FileCheckpoints {
         let complete = match IndexReader::open(&index_path)? {
             Ok(reader) => {
                 let mut all = true;
-                for cp in &checkpoints {
-                    all &= matches!(reader.find(&cp.id)?, Some(Ok(_)));
+                for record in &checkpoints {
+                    all &= matches!(reader.find(&record.id)?, Some(Ok(_)));
                 }
                 all
             }
@@ -780,7 +812,7 @@ impl FileCheckpoints {
             self.journal_entries(workflow)?
                 .into_iter()
                 .find_map(|record| match record {
-                    JournalRecord::Checkpoint(cp) if cp.id == id => Some(cp),
+                    JournalRecord::Checkpoint(cp) if cp.id == id => Some(*cp),
                     _ => None,
                 })
         else {
@@ -835,7 +867,7 @@ impl FileCheckpoints {
 /// A record of a checkpoint journal: a checkpoint (with the audit entry
 /// of its creation), or a batch of pending writes (DESIGN section 15).
 pub(crate) enum JournalRecord {
-    Checkpoint(Checkpoint),
+    Checkpoint(Box<Checkpoint>),
     /// `line` is the batch's line as its writes file holds it (with the
     /// newline).
     Writes {
@@ -844,13 +876,27 @@ pub(crate) enum JournalRecord {
     },
 }
 
-/// Decodes and verifies record `number` (0: the newest) of a journal.
-fn decode_journal_record(
-    path: &Path,
-    record: &[u8],
-    workflow: &str,
+/// A journal record as settling first reads it.
+struct RawRecord {
+    /// Pending writes (else a checkpoint).
+    writes: bool,
+    /// The checkpoint's id, or the id of the checkpoint the writes are for.
+    id: String,
+    /// The document, with a newline: the bytes its published file holds.
+    line: Vec<u8>,
     number: usize,
-) -> Result<JournalRecord> {
+}
+
+fn which_record(number: usize) -> String {
+    if number == 0 {
+        "newest record".to_string()
+    } else {
+        format!("record {number}")
+    }
+}
+
+/// The id a journal record is about and whether it holds pending writes.
+fn record_keys(path: &Path, doc: &[u8], number: usize) -> Result<(String, bool)> {
     #[derive(serde::Deserialize)]
     struct Keys {
         #[serde(default)]
@@ -860,19 +906,7 @@ fn decode_journal_record(
         #[serde(default)]
         checkpoint: Option<String>,
     }
-    let which = if number == 0 {
-        "newest record".to_string()
-    } else {
-        format!("record {number}")
-    };
-    let in_record = |e: Error| match e {
-        Error::Integrity { path, problem } => Error::Integrity {
-            path,
-            problem: format!("{which}: {problem}"),
-        },
-        other => other,
-    };
-    let (doc, _) = state_log::split_record(record);
+    let which = which_record(number);
     let keys = serde_json::from_slice::<Keys>(doc)
         .map_err(|e| Error::integrity(path, format!("{which}: not a journal record ({e})")))?;
     let (id, is_writes) = match keys {
@@ -895,6 +929,26 @@ fn decode_journal_record(
             format!("{which}: invalid id {id:?}"),
         ));
     }
+    Ok((id, is_writes))
+}
+
+/// Decodes and verifies record `number` (0: the newest) of a journal.
+fn decode_journal_record(
+    path: &Path,
+    record: &[u8],
+    workflow: &str,
+    number: usize,
+) -> Result<JournalRecord> {
+    let which = which_record(number);
+    let in_record = |e: Error| match e {
+        Error::Integrity { path, problem } => Error::Integrity {
+            path,
+            problem: format!("{which}: {problem}"),
+        },
+        other => other,
+    };
+    let (doc, _) = state_log::split_record(record);
+    let (id, is_writes) = record_keys(path, doc, number)?;
     if is_writes {
         decode_writes(doc, path, workflow, &id).map_err(in_record)?;
         let mut line = doc.to_vec();
@@ -905,7 +959,7 @@ fn decode_journal_record(
         });
     }
     Checkpoint::decode(doc, path, &id, workflow)
-        .map(JournalRecord::Checkpoint)
+        .map(|cp| JournalRecord::Checkpoint(Box::new(cp)))
         .map_err(in_record)
 }
 
@@ -1052,9 +1106,8 @@ impl CheckpointBackend for FileCheckpoints {
         if !indexed {
             durable::replace_file_with_bytes(&index_path, &index::header())?;
         }
-        let mut line = serde_json::to_vec(&checkpoint).expect("a checkpoint serializes");
-        if line.len() < JOURNAL_RECORD_LIMIT && in_order {
-            line.push(b'\n');
+        if bytes.len() <= JOURNAL_RECORD_LIMIT && in_order {
+            let line = bytes.clone();
             return self.create_through_journal(
                 checkpoint,
                 line,
