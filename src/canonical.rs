@@ -140,6 +140,10 @@ fn write_string(s: &str, out: &mut impl Write) -> io::Result<()> {
     let bytes = s.as_bytes();
     let mut start = 0;
     for (i, &b) in bytes.iter().enumerate() {
+        // Most bytes need no escape: one comparison chain, no table.
+        if b >= 0x20 && b != b'"' && b != b'\\' {
+            continue;
+        }
         let escape: Option<&[u8]> = match b {
             b'"' => Some(b"\\\""),
             b'\\' => Some(b"\\\\"),
@@ -150,9 +154,6 @@ fn write_string(s: &str, out: &mut impl Write) -> io::Result<()> {
             b'\t' => Some(b"\\t"),
             _ => None,
         };
-        if escape.is_none() && b >= 0x20 {
-            continue;
-        }
         out.write_all(&bytes[start..i])?;
         match escape {
             Some(e) => out.write_all(e)?,

@@ -146,11 +146,50 @@ impl Store {
             .map_or(absolute.clone(), Path::to_path_buf)
     }
 
+    /// The checkpoint as a dict with the field names of the CLI's `--json`,
+    /// built field by field: going through `serde_json::to_value` would
+    /// copy the state and payload once more before converting them.
     fn checkpoint_dict<'py>(
         py: Python<'py>,
         checkpoint: &Checkpoint,
     ) -> PyResult<Bound<'py, PyAny>> {
-        serialized(py, checkpoint)
+        let dict = PyDict::new(py);
+        dict.set_item("format", &checkpoint.format)?;
+        dict.set_item("id", &checkpoint.id)?;
+        dict.set_item("workflow", &checkpoint.workflow)?;
+        dict.set_item("parent", &checkpoint.parent)?;
+        dict.set_item("created_at", &checkpoint.created_at)?;
+        dict.set_item("phase", &checkpoint.phase)?;
+        dict.set_item("item", &checkpoint.item)?;
+        dict.set_item("message", &checkpoint.message)?;
+        dict.set_item("context_summary", &checkpoint.context_summary)?;
+        dict.set_item("key_decisions", &checkpoint.key_decisions)?;
+        dict.set_item("files", serialized(py, &checkpoint.files)?)?;
+        let state = match &checkpoint.state {
+            None => py.None().into_bound(py),
+            Some(snapshot) => {
+                let state = PyDict::new(py);
+                state.set_item("generation", snapshot.generation)?;
+                state.set_item("data", to_py(py, &snapshot.data)?)?;
+                state.into_any()
+            }
+        };
+        dict.set_item("state", state)?;
+        if let Some(origin) = &checkpoint.origin {
+            dict.set_item("origin", to_py(py, origin)?)?;
+        }
+        if let Some(payload) = &checkpoint.payload {
+            dict.set_item("payload", to_py(py, payload)?)?;
+        }
+        if let Some(metadata) = &checkpoint.metadata {
+            let m = PyDict::new(py);
+            for (key, value) in metadata {
+                m.set_item(key, to_py(py, value)?)?;
+            }
+            dict.set_item("metadata", m)?;
+        }
+        dict.set_item("checksum", &checkpoint.checksum)?;
+        Ok(dict.into_any())
     }
 }
 
