@@ -377,7 +377,12 @@ fn removal_takes_checkpoints_with_their_writes_and_is_audited(s: &Scratch) {
         1,
         "the kept one keeps its writes"
     );
+    // Writes whose checkpoint never came go with the last checkpoint.
+    let orphan = [write("t", 0, "ch", json!("no checkpoint"))];
+    cps.put_writes("lg.t6", &id(99), &orphan, WriteRule::KeepFirst)
+        .unwrap();
     cps.remove("lg.t6", &Removal::All).unwrap();
+    assert!(cps.writes("lg.t6", &id(99)).unwrap().is_empty());
     assert!(find(&store, q).is_empty());
     assert!(cps.writes("lg.t6", &id(4)).unwrap().is_empty());
     let audit = stdout_json(&s.run(&["--json", "audit", "log", "--event", "checkpoint_remove"]));

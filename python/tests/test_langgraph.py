@@ -13,6 +13,7 @@ from langgraph.checkpoint.conformance.capabilities import Capability
 import wfstate
 from wfstate.langgraph import WfstateSaver, workflow_for
 
+from conftest import tell
 from test_state import cli
 
 
@@ -22,8 +23,11 @@ def test_langgraph_conformance_suite_passes_with_all_eight_capabilities(store: w
         yield WfstateSaver(store)
 
     report = asyncio.run(validate(saver))
-    summary = {cap: (r.detected, r.passed, r.tests_passed, r.tests_failed) for cap, r in report.results.items()}
-    print(f"conformance on {store.location}: {summary}")
+    backend = "PostgreSQL" if store.location.startswith("postgres") else "file store"
+    checks = sum(r.tests_passed for r in report.results.values())
+    failed = sum(r.tests_failed for r in report.results.values())
+    passed = sorted(cap for cap, r in report.results.items() if r.passed)
+    tell(f"LangGraph conformance ({backend}): {len(passed)} of 8 capabilities passed, {checks} checks, {failed} failed")
     assert set(report.results) == {c.value for c in Capability}
     for cap, result in report.results.items():
         assert result.detected, f"{cap} not detected"

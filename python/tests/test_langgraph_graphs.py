@@ -18,6 +18,7 @@ from langgraph.graph import END, START, StateGraph
 import wfstate
 from wfstate.langgraph import WfstateSaver, workflow_for
 
+from conftest import tell
 from test_langgraph import wfstate_cli
 
 #: How many times the kill test SIGKILLs a running graph (at least 30).
@@ -102,7 +103,8 @@ def test_a_graph_sigkilled_at_random_moments_resumes_with_every_step_once(store,
     for done_thread in finished:
         state = WfstateSaver(store).get_tuple({"configurable": {"thread_id": done_thread}})
         assert state.checkpoint["channel_values"]["steps"] == expected
-    print(f"langgraph kill test: {kills} SIGKILLs over {thread + 1} graph runs of {NODES} steps")
+    backend = "PostgreSQL" if store.location.startswith("postgres") else "file store"
+    tell(f"LangGraph kill test ({backend}): {kills} SIGKILLs over {thread + 1} graph runs of {NODES} steps, every step once")
     report = store.health()
     assert report.status == "ok", report.components
     assert store.audit_verify().valid

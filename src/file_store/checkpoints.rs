@@ -163,6 +163,24 @@ impl FileCheckpoints {
             .join(format!("{id}{}", writes::SUFFIX)))
     }
 
+    /// Every pending-writes file of `workflow`.
+    fn writes_files(&self, workflow: &str) -> Result<Vec<PathBuf>> {
+        let dir = self.workflow_dir(workflow)?;
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir(&dir).map_err(|e| Error::io("list", &dir, e))? {
+            let entry = entry.map_err(|e| Error::io("list", &dir, e))?;
+            let name = entry.file_name();
+            if name
+                .to_str()
+                .and_then(|n| n.strip_suffix(writes::SUFFIX))
+                .is_some_and(id::is_valid)
+            {
+                found.push(entry.path());
+            }
+        }
+        Ok(found)
+    }
+
     fn lock(&self, workflow: &str) -> Result<LockGuard> {
         self.locks
             .internal_exclusive("checkpoint", workflow, self.lock_timeout)
@@ -488,6 +506,16 @@ impl FileCheckpoints {
             let path = self.writes_of(workflow, &r.id)?;
             if durable::name_exists(&path)? {
                 paths.push(path);
+            }
+        }
+        if kept.is_empty() {
+            // Nothing is left that writes could belong to: writes without a
+            // checkpoint (stored before one that never came, or left by an
+            // interrupted removal) go too.
+            for path in self.writes_files(workflow)? {
+                if !paths.contains(&path) {
+                    paths.push(path);
+                }
             }
         }
         let ids: Vec<String> = removed.iter().map(|p| p.id.clone()).collect();

@@ -509,10 +509,20 @@ impl CheckpointBackend for PgCheckpoints {
                     "DELETE FROM wfstate_checkpoints WHERE workflow = $1 AND id = ANY($2)",
                     &[&workflow, &ids],
                 )?;
-                tx.execute(
-                    "DELETE FROM wfstate_checkpoint_writes WHERE workflow = $1 AND checkpoint = ANY($2)",
-                    &[&workflow, &ids],
-                )?;
+                if removed.len() == rows.len() {
+                    // Nothing is left that writes could belong to: writes
+                    // stored before a checkpoint that never came go too.
+                    tx.execute(
+                        "DELETE FROM wfstate_checkpoint_writes WHERE workflow = $1",
+                        &[&workflow],
+                    )?;
+                } else {
+                    tx.execute(
+                        "DELETE FROM wfstate_checkpoint_writes \
+                         WHERE workflow = $1 AND checkpoint = ANY($2)",
+                        &[&workflow, &ids],
+                    )?;
+                }
                 self.audit.append_one_in(
                     tx,
                     "checkpoint_remove",
