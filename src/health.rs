@@ -86,17 +86,22 @@ pub(crate) fn finish(components: Vec<Component>, repairs: Vec<String>) -> Health
     }
 }
 
-/// The ids of every checkpoint a prune removed, from the audit log. A
-/// checkpoint whose parent is among them starts its lineage where a routine
-/// prune cut it: information, not a warning.
+/// The ids of every checkpoint a prune or a removal took, from the audit
+/// log. A checkpoint whose parent is among them starts its lineage where an
+/// audited removal cut it: information, not a warning.
 pub(crate) fn pruned_checkpoints(audit: &dyn AuditTrail) -> Result<HashSet<String>> {
-    Ok(audit
-        .read(Some("checkpoint_prune"), None)?
-        .iter()
-        .filter_map(|entry| entry.data["ids"].as_array())
-        .flatten()
-        .filter_map(|id| id.as_str().map(str::to_owned))
-        .collect())
+    let mut ids = HashSet::new();
+    for event in ["checkpoint_prune", "checkpoint_remove"] {
+        ids.extend(
+            audit
+                .read(Some(event), None)?
+                .iter()
+                .filter_map(|entry| entry.data["ids"].as_array())
+                .flatten()
+                .filter_map(|id| id.as_str().map(str::to_owned)),
+        );
+    }
+    Ok(ids)
 }
 
 /// How health reports checkpoint `id` of `workflow` whose parent `parent`

@@ -370,10 +370,22 @@ fn removal_takes_checkpoints_with_their_writes_and_is_audited(s: &Scratch) {
         cps.writes("lg.t6", &id(1)).unwrap().is_empty(),
         "removed with it"
     );
+    // A thread goes on from a checkpoint that was removed (LangGraph does
+    // after delete_for_runs); health knows the gap from the audit log.
+    record(&store, "lg.t6", 5, Some(2), json!({"run_id": "run-c"}));
+    let health = stdout_json(&s.run(&["--json", "health"]));
+    assert_eq!(health["status"], "ok", "{health}");
+    cps.put_writes("lg.t6", &id(5), &w, WriteRule::KeepFirst)
+        .unwrap();
     cps.remove("lg.t6", &Removal::AllButLatest).unwrap();
-    assert_eq!(find(&store, q.clone()), [id(4)]);
+    assert_eq!(find(&store, q.clone()), [id(5)]);
     assert_eq!(
         cps.writes("lg.t6", &id(4)).unwrap().len(),
+        0,
+        "removed with it"
+    );
+    assert_eq!(
+        cps.writes("lg.t6", &id(5)).unwrap().len(),
         1,
         "the kept one keeps its writes"
     );
@@ -384,7 +396,7 @@ fn removal_takes_checkpoints_with_their_writes_and_is_audited(s: &Scratch) {
     cps.remove("lg.t6", &Removal::All).unwrap();
     assert!(cps.writes("lg.t6", &id(99)).unwrap().is_empty());
     assert!(find(&store, q).is_empty());
-    assert!(cps.writes("lg.t6", &id(4)).unwrap().is_empty());
+    assert!(cps.writes("lg.t6", &id(5)).unwrap().is_empty());
     let audit = stdout_json(&s.run(&["--json", "audit", "log", "--event", "checkpoint_remove"]));
     assert_eq!(audit.as_array().map(Vec::len), Some(3), "{audit}");
     ok(&s.run(&["audit", "verify"]));

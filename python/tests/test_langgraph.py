@@ -145,3 +145,13 @@ def wfstate_cli(location: str, *args: str) -> subprocess.CompletedProcess:
     if binary is None:
         pytest.skip("no wfstate binary (run cargo build first)")
     return subprocess.run([binary, "--store", location, *args], capture_output=True, text=True)
+
+
+def test_checkpoints_of_a_thread_workflow_made_with_wfstate_tools_are_left_out(store: wfstate.Store):
+    saver = WfstateSaver(store)
+    stored = saver.put(_config("mixed"), _checkpoint("1f0c5a00-0000-6000-8000-000000000001", {"a": 1}), {}, {})
+    store.set(workflow_for("mixed"), {"note": "by hand"})
+    store.create_checkpoint(workflow_for("mixed"), message="by hand")
+    assert saver.get_tuple(_config("mixed")).config == stored
+    assert [t.config for t in saver.list(_config("mixed"))] == [stored]
+    assert [t.config for t in saver.list(None)] == [stored]

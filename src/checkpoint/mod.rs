@@ -469,6 +469,15 @@ impl Removal {
     }
 }
 
+/// Whether a creation may name a parent that no longer exists: one whose
+/// caller keeps its own lineage (it gives the id). LangGraph continues a
+/// thread from a checkpoint that `prune` or `delete_for_runs` removed; the
+/// lineage then starts there, and `health` reports the gap unless the
+/// audit log shows the parent's removal.
+pub(crate) fn parent_may_be_gone(new: &NewCheckpoint) -> bool {
+    new.id.is_some()
+}
+
 /// A creation that names an id already taken: the same checkpoint given
 /// again (a retry) is returned as it is; anything else is refused, because
 /// checkpoints never change once written.

@@ -36,8 +36,8 @@ use crate::backend::WarningHook;
 use crate::checkpoint::{
     Chain, ChainLink, ChainStop, Checkpoint, CheckpointBackend, FindQuery, IndexRepair,
     ListContent, ListEntry, ListQuery, NewCheckpoint, ParentChoice, PendingWrite, PrunePolicy,
-    Pruned, Removal, StateSnapshot, WriteRule, decode_writes, fold_writes, same_checkpoint_again,
-    validate_id, validate_writes, writes_to_store,
+    Pruned, Removal, StateSnapshot, WriteRule, decode_writes, fold_writes, parent_may_be_gone,
+    same_checkpoint_again, validate_id, validate_writes, writes_to_store,
 };
 use crate::clock;
 use crate::durable::{self, FileId, ReadOutcome};
@@ -1091,7 +1091,7 @@ impl CheckpointBackend for FileCheckpoints {
             ParentChoice::Latest => latest,
             ParentChoice::Id(parent) => {
                 validate_id(parent)?;
-                if !self.committed(&workflow, parent)? {
+                if !parent_may_be_gone(&new) && !self.committed(&workflow, parent)? {
                     return Err(Error::NotFound {
                         what: format!("parent checkpoint {parent} in workflow {workflow:?}"),
                         path: None,

@@ -8,8 +8,8 @@ use crate::checkpoint::{
     Chain, ChainLink, ChainStop, Checkpoint, CheckpointBackend, FindQuery, IndexRepair,
     ListContent, ListEntry, ListQuery, NewCheckpoint, ParentChoice, PendingWrite, PrunePolicy,
     Pruned, Removal, StateSnapshot, WriteRule, decode_writes, encode_writes, fold_writes,
-    require_rule, same_checkpoint_again, select_for_pruning, validate_id, validate_writes,
-    writes_to_store,
+    parent_may_be_gone, require_rule, same_checkpoint_again, select_for_pruning, validate_id,
+    validate_writes, writes_to_store,
 };
 use crate::clock;
 use crate::error::{Error, Result, Size};
@@ -149,6 +149,7 @@ impl CheckpointBackend for PgCheckpoints {
                 let parent = match &new.parent {
                     ParentChoice::Root => None,
                     ParentChoice::Latest => newest.clone(),
+                    ParentChoice::Id(parent) if parent_may_be_gone(&new) => Some(parent.clone()),
                     ParentChoice::Id(parent) => {
                         let exists = tx
                             .query_opt(
