@@ -562,3 +562,47 @@ fn a_fifo_where_a_store_file_belongs_is_an_integrity_error_not_a_wait() {
     std::fs::rename(&kept, &audit).unwrap();
     ok(&s.run_bounded(&["audit", "verify"]));
 }
+
+#[test]
+fn a_damaged_in_flight_table_is_reported_and_left_in_place() {
+    let s = Scratch::new();
+    incr(&s, "wf");
+    incr(&s, "wf");
+    let table = s.store.join("audit.in-flight");
+    assert!(table.exists(), "updates use the in-flight table");
+    let whole = read(&table);
+
+    // A slot whose claim is garbage: a warning, and the next update frees it.
+    let mut broken = whole.clone();
+    broken[1024] = b'W';
+    broken[1025..1040].copy_from_slice(b"{not a slot!!!!");
+    std::fs::write(&table, &broken).unwrap();
+    let (exit, report) = health(&s, false);
+    assert_eq!(exit, 1, "{report:#}");
+    let message = component(&report, "audit")["message"].as_str().unwrap();
+    assert!(
+        message.contains("audit.in-flight") && message.contains("slot(s) [0]"),
+        "{message}"
+    );
+    incr(&s, "wf");
+    let (exit, report) = health(&s, false);
+    assert_eq!(exit, 0, "{report:#}");
+
+    // A damaged header and a table of the wrong length: errors, and the
+    // file is left as it was.
+    let mut header = read(&table);
+    header[..8].copy_from_slice(b"garbage!");
+    std::fs::write(&table, &header).unwrap();
+    let (exit, report) = health(&s, false);
+    assert_eq!(exit, 3, "{report:#}");
+    let message = component(&report, "audit")["message"].as_str().unwrap();
+    assert!(message.contains("header is damaged"), "{message}");
+    assert_eq!(read(&table), header, "a check changes nothing");
+
+    std::fs::write(&table, &whole[..100]).unwrap();
+    let (exit, report) = health(&s, false);
+    assert_eq!(exit, 3, "{report:#}");
+    let message = component(&report, "audit")["message"].as_str().unwrap();
+    assert!(message.contains("in-flight table"), "{message}");
+    assert_eq!(read(&table), whole[..100].to_vec());
+}

@@ -17,6 +17,7 @@ use crate::file_store::FileBackend;
 use crate::file_store::audit_log::AuditLog;
 use crate::file_store::checkpoint_index::{IndexProblem, IndexReader};
 use crate::file_store::checkpoint_writes;
+use crate::file_store::in_flight;
 use crate::file_store::state_log;
 use crate::health::{
     Component, HealthReport, REPAIR_EVENT, Status, component, finish, missing_parent,
@@ -383,6 +384,7 @@ impl Checker<'_> {
             ));
             self.fixes.push(Fix::QuarantineAuditPointer);
         }
+        problems.extend(in_flight_problems(audit));
         // Unparsable lines (torn appends) can be moved aside; entries that
         // parse but do not verify are evidence and stay where they are.
         if !torn_lines(audit.path())?.is_empty() {
@@ -499,6 +501,51 @@ impl Checker<'_> {
 
 /// The names of the entries of the store's quarantine, sorted, each with
 /// whether it is a folder (a batch; anything else was put there by hand).
+/// What is wrong with the table of commits in flight (`audit.in-flight`,
+/// DESIGN section 13). Taken slots are commits under way, or left by
+/// writers that died, which the next commit settles: not problems. A
+/// slot that does not parse is a claim whose write failed (its writer got
+/// the error and acknowledged nothing): a warning, freed by the next
+/// commit. A table that cannot be read, or whose header is gone, stops
+/// every update commit: an error. Left in place: it may be the only
+/// record of entries in flight; the next open after a reboot rebuilds it.
+fn in_flight_problems(audit: &AuditLog) -> Vec<(Status, String)> {
+    let path = audit.path().with_file_name(in_flight::FILE_NAME);
+    let snapshot = match in_flight::Table::open(&path).and_then(|t| t.map(|t| t.read()).transpose())
+    {
+        Ok(None) => return Vec::new(),
+        Ok(Some(snapshot)) => snapshot,
+        Err(e) => {
+            return vec![(
+                Status::Error,
+                format!("{e}; state updates fail until it is fixed"),
+            )];
+        }
+    };
+    let mut problems = Vec::new();
+    if snapshot.boot.is_none() {
+        problems.push((
+            Status::Error,
+            format!(
+                "{}: its header is damaged; state updates fail until it is fixed",
+                path.display()
+            ),
+        ));
+    }
+    if !snapshot.broken.is_empty() {
+        problems.push((
+            Status::Warning,
+            format!(
+                "{}: slot(s) {:?} hold a claim whose write failed (nothing was acknowledged \
+                 with it); the next update frees them",
+                path.display(),
+                snapshot.broken
+            ),
+        ));
+    }
+    problems
+}
+
 fn quarantine_entries(root: &Path) -> Vec<(String, bool)> {
     let mut entries: Vec<(String, bool)> = std::fs::read_dir(root.join(QUARANTINE_DIR))
         .map(|e| {
