@@ -4,6 +4,7 @@
 //! PostgreSQL (`postgres::...`), through the library, and checks what the
 //! `wfstate` command then shows.
 
+#[macro_use]
 mod common;
 
 use common::{Scratch, ok, stdout_json};
@@ -13,26 +14,7 @@ use wfstate::checkpoint::{
 };
 use wfstate::{Error, Store, StoreOptions};
 
-macro_rules! conformance {
-    ($($name:ident),* $(,)?) => {
-        mod file {
-            $( #[test] fn $name() { super::$name(&super::Scratch::new()); } )*
-        }
-        #[cfg(feature = "postgres")]
-        mod postgres {
-            $(
-                #[test]
-                fn $name() {
-                    if let Some(store) = super::Scratch::postgres(stringify!($name)) {
-                        super::$name(&store);
-                    }
-                }
-            )*
-        }
-    };
-}
-
-conformance!(
+on_every_backend!(
     given_ids_payloads_and_metadata_round_trip_and_show_in_the_cli,
     a_given_id_is_never_overwritten,
     ids_given_out_of_order_still_list_greatest_first,

@@ -7,6 +7,7 @@
 //! print `SKIPPED ...` and pass, unless `WFSTATE_TEST_PG_REQUIRED=1`, which
 //! `.ci/run` sets so CI always runs them.
 
+#[macro_use]
 mod common;
 
 use common::{
@@ -16,26 +17,7 @@ use serde_json::{Value, json};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-macro_rules! conformance {
-    ($($name:ident),* $(,)?) => {
-        mod file {
-            $( #[test] fn $name() { super::$name(&super::Scratch::new()); } )*
-        }
-        #[cfg(feature = "postgres")]
-        mod postgres {
-            $(
-                #[test]
-                fn $name() {
-                    if let Some(store) = super::Scratch::postgres(stringify!($name)) {
-                        super::$name(&store);
-                    }
-                }
-            )*
-        }
-    };
-}
-
-conformance!(
+on_every_backend!(
     states_are_versioned_and_verified,
     compare_and_swap_refuses_a_moved_generation,
     hostile_names_are_refused_with_exit_2,

@@ -462,3 +462,28 @@ pub fn tell(line: &str) {
             .expect("write the counts file");
     }
 }
+
+/// `on_every_backend!(a, b, ...)`: each test function `fn a(s: &Scratch)`
+/// runs once on the embedded file store (`file::a`) and once on PostgreSQL
+/// (`postgres::a`, which says SKIPPED and passes when no server answers,
+/// unless `WFSTATE_TEST_PG_REQUIRED=1`). The calling crate must have
+/// `Scratch` in scope.
+#[allow(unused_macros)] // only the suites that run on both backends use it
+macro_rules! on_every_backend {
+    ($($name:ident),* $(,)?) => {
+        mod file {
+            $( #[test] fn $name() { super::$name(&super::Scratch::new()); } )*
+        }
+        #[cfg(feature = "postgres")]
+        mod postgres {
+            $(
+                #[test]
+                fn $name() {
+                    if let Some(store) = super::Scratch::postgres(stringify!($name)) {
+                        super::$name(&store);
+                    }
+                }
+            )*
+        }
+    };
+}
