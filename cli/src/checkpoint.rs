@@ -53,12 +53,20 @@ pub(crate) enum CheckpointCommand {
         before: Option<String>,
     },
     /// One checkpoint in full, verified
-    Show { id: String },
+    Show {
+        id: String,
+        /// The workflow that holds it (needed when a copied thread shares the id)
+        #[arg(long, value_name = "WORKFLOW")]
+        workflow: Option<String>,
+    },
     /// Lineage of a checkpoint, newest first
     Chain {
         id: String,
         #[arg(long, value_name = "N", default_value_t = 1000)]
         max_depth: usize,
+        /// The workflow that holds it (needed when a copied thread shares the id)
+        #[arg(long, value_name = "WORKFLOW")]
+        workflow: Option<String>,
     },
     /// What changed from ID_A to ID_B (state as a JSON Patch with --json)
     Diff { id_a: String, id_b: String },
@@ -201,12 +209,28 @@ pub fn run(
             }
             Ok(outcome)
         }
-        CheckpointCommand::Show { id } => {
-            let cp = checkpoints.get(&id)?;
+        CheckpointCommand::Show { id, workflow } => {
+            let cp =
+                match &workflow {
+                    None => checkpoints.get(&id)?,
+                    Some(workflow) => checkpoints.get_in(workflow, &id)?.ok_or_else(|| {
+                        wfstate::Error::NotFound {
+                            what: format!("checkpoint {id} in workflow {workflow:?}"),
+                            path: None,
+                        }
+                    })?,
+                };
             Ok(document(serde_json::to_value(&cp).expect("serializes")))
         }
-        CheckpointCommand::Chain { id, max_depth } => {
-            let chain = checkpoints.chain(&id, max_depth)?;
+        CheckpointCommand::Chain {
+            id,
+            max_depth,
+            workflow,
+        } => {
+            let chain = match &workflow {
+                None => checkpoints.chain(&id, max_depth)?,
+                Some(workflow) => checkpoints.chain_in(workflow, &id, max_depth)?,
+            };
             let mut text = chain
                 .links
                 .iter()

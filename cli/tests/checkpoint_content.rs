@@ -392,6 +392,36 @@ fn one_id_may_live_in_two_workflows(s: &Scratch) {
     record(&store, "lg.dst", 1, None, json!({"step": 1}));
     record(&store, "lg.dst", 2, Some(1), json!({"step": 2}));
     let cps = store.checkpoints().unwrap();
+    // By id alone the CLI cannot tell which copy is meant: it says so and
+    // takes --workflow.
+    let ambiguous = s.run(&["checkpoint", "show", &id(2)]);
+    assert_eq!(ambiguous.status.code(), Some(2));
+    let said = String::from_utf8_lossy(&ambiguous.stderr).to_string();
+    assert!(
+        said.contains("lg.dst, lg.src") && said.contains("--workflow"),
+        "{said}"
+    );
+    let shown = stdout_json(&s.run(&[
+        "--json",
+        "checkpoint",
+        "show",
+        &id(2),
+        "--workflow",
+        "lg.dst",
+    ]));
+    assert_eq!(shown["workflow"], "lg.dst");
+    let chain = stdout_json(&s.run(&[
+        "--json",
+        "checkpoint",
+        "chain",
+        &id(2),
+        "--workflow",
+        "lg.src",
+    ]));
+    assert_eq!(chain["links"].as_array().map(Vec::len), Some(2), "{chain}");
+    let wrong = s.run(&["checkpoint", "show", &id(2), "--workflow", "lg.none"]);
+    assert_eq!(wrong.status.code(), Some(1), "not found");
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("lg.none"));
     cps.remove("lg.src", &Removal::All).unwrap();
     let q = FindQuery {
         workflow: "lg.dst".into(),

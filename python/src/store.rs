@@ -424,11 +424,19 @@ impl Store {
         let checkpoints = py
             .detach(|| {
                 let backend = self.main.checkpoints()?;
-                let chain = backend.chain(id, max_depth.unwrap_or(usize::MAX))?;
+                let workflow = backend.workflow_of(id)?;
+                let chain = backend.chain_in(&workflow, id, max_depth.unwrap_or(usize::MAX))?;
                 chain
                     .links
                     .iter()
-                    .map(|link| backend.get(&link.id))
+                    .map(|link| {
+                        backend
+                            .get_in(&workflow, &link.id)?
+                            .ok_or_else(|| Error::NotFound {
+                                what: format!("checkpoint {} in workflow {workflow:?}", link.id),
+                                path: None,
+                            })
+                    })
                     .collect::<wfstate::Result<Vec<_>>>()
             })
             .or_raise(py)?;

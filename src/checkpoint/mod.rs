@@ -330,6 +330,22 @@ pub struct IndexRepair {
     pub checkpoints: usize,
 }
 
+/// The workflow among `holders` (those that hold checkpoint `id`).
+pub(crate) fn only_holder(id: &str, mut holders: Vec<String>) -> Result<String> {
+    match holders.len() {
+        0 => Err(Error::NotFound {
+            what: format!("checkpoint {id}"),
+            path: None,
+        }),
+        1 => Ok(holders.remove(0)),
+        _ => Err(Error::InvalidInput(format!(
+            "checkpoint {id} is in several workflows ({}), copies of one thread: name the \
+             workflow (--workflow)",
+            holders.join(", ")
+        ))),
+    }
+}
+
 /// Checks a prune policy names a rule.
 pub(crate) fn require_rule(policy: &PrunePolicy) -> Result<()> {
     if policy.older_than.is_none() && policy.keep_last.is_none() {
@@ -569,7 +585,16 @@ pub trait CheckpointBackend: Send + Sync {
     /// Newest first.
     fn list(&self, query: &ListQuery) -> Result<Vec<ListEntry>>;
     /// The lineage of `id`, newest first, at most `max_depth` links.
-    fn chain(&self, id: &str, max_depth: usize) -> Result<Chain>;
+    fn chain(&self, id: &str, max_depth: usize) -> Result<Chain> {
+        let workflow = self.workflow_of(id)?;
+        self.chain_in(&workflow, id, max_depth)
+    }
+    /// The lineage of checkpoint `id` of `workflow`.
+    fn chain_in(&self, workflow: &str, id: &str, max_depth: usize) -> Result<Chain>;
+    /// The workflow that holds checkpoint `id`. An id in several workflows
+    /// (a copied LangGraph thread keeps its ids) is refused: the caller
+    /// must name the workflow.
+    fn workflow_of(&self, id: &str) -> Result<String>;
     fn prune(&self, policy: &PrunePolicy) -> Result<Vec<Pruned>>;
     /// Workflows that have checkpoints, sorted.
     fn workflows(&self) -> Result<Vec<String>>;

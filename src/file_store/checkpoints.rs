@@ -36,8 +36,8 @@ use crate::backend::WarningHook;
 use crate::checkpoint::{
     Chain, ChainLink, ChainStop, Checkpoint, CheckpointBackend, FindQuery, IndexRepair,
     ListContent, ListEntry, ListQuery, NewCheckpoint, ParentChoice, PendingWrite, PrunePolicy,
-    Pruned, Removal, StateSnapshot, WriteRule, decode_writes, fold_writes, parent_may_be_gone,
-    same_checkpoint_again, validate_id, validate_writes, writes_to_store,
+    Pruned, Removal, StateSnapshot, WriteRule, decode_writes, fold_writes, only_holder,
+    parent_may_be_gone, same_checkpoint_again, validate_id, validate_writes, writes_to_store,
 };
 use crate::clock;
 use crate::durable::{self, FileId, ReadOutcome};
@@ -349,15 +349,13 @@ impl FileCheckpoints {
     /// Which workflow holds checkpoint `id`.
     fn locate(&self, id: &str) -> Result<String> {
         validate_id(id)?;
+        let mut holders = Vec::new();
         for workflow in self.workflows()? {
             if self.committed(&workflow, id)? {
-                return Ok(workflow);
+                holders.push(workflow);
             }
         }
-        Err(Error::NotFound {
-            what: format!("checkpoint {id}"),
-            path: None,
-        })
+        only_holder(id, holders)
     }
 
     /// Walks `workflow`'s index newest first from `before` (or the end),
@@ -1213,8 +1211,13 @@ impl CheckpointBackend for FileCheckpoints {
         Ok(all)
     }
 
-    fn chain(&self, id: &str, max_depth: usize) -> Result<Chain> {
-        let workflow = self.locate(id)?;
+    fn workflow_of(&self, id: &str) -> Result<String> {
+        self.locate(id)
+    }
+
+    fn chain_in(&self, workflow: &str, id: &str, max_depth: usize) -> Result<Chain> {
+        validate_id(id)?;
+        let workflow = workflow.to_string();
         let mut reader = self.index(&workflow)?.ok_or_else(|| Error::NotFound {
             what: format!("checkpoint {id}"),
             path: None,

@@ -8,8 +8,8 @@ use crate::checkpoint::{
     Chain, ChainLink, ChainStop, Checkpoint, CheckpointBackend, FindQuery, IndexRepair,
     ListContent, ListEntry, ListQuery, NewCheckpoint, ParentChoice, PendingWrite, PrunePolicy,
     Pruned, Removal, StateSnapshot, WriteRule, decode_writes, encode_writes, fold_writes,
-    parent_may_be_gone, require_rule, same_checkpoint_again, select_for_pruning, validate_id,
-    validate_writes, writes_to_store,
+    only_holder, parent_may_be_gone, require_rule, same_checkpoint_again, select_for_pruning,
+    validate_id, validate_writes, writes_to_store,
 };
 use crate::clock;
 use crate::error::{Error, Result, Size};
@@ -234,20 +234,11 @@ impl CheckpointBackend for PgCheckpoints {
     }
 
     fn get(&self, id: &str) -> Result<Checkpoint> {
-        validate_id(id)?;
-        let row = self.db.with("read checkpoint", |c| {
-            Ok(c.query_opt(
-                "SELECT workflow, document FROM wfstate_checkpoints WHERE id = $1 \
-                 ORDER BY workflow LIMIT 1",
-                &[&id],
-            )?
-            .map(|r| (r.get::<_, String>(0), r.get::<_, String>(1))))
-        })?;
-        let (workflow, document) = row.ok_or_else(|| Error::NotFound {
+        let workflow = self.workflow_of(id)?;
+        self.get_in(&workflow, id)?.ok_or_else(|| Error::NotFound {
             what: format!("checkpoint {id}"),
             path: None,
-        })?;
-        self.decode(id, &workflow, &document)
+        })
     }
 
     fn latest(&self, workflow: &str) -> Result<Option<Checkpoint>> {
@@ -308,7 +299,22 @@ impl CheckpointBackend for PgCheckpoints {
             .collect())
     }
 
-    fn chain(&self, id: &str, max_depth: usize) -> Result<Chain> {
+    fn workflow_of(&self, id: &str) -> Result<String> {
+        validate_id(id)?;
+        let holders: Vec<String> = self.db.with("find a checkpoint", |c| {
+            Ok(c.query(
+                "SELECT workflow FROM wfstate_checkpoints WHERE id = $1 ORDER BY workflow",
+                &[&id],
+            )?
+            .iter()
+            .map(|r| r.get(0))
+            .collect())
+        })?;
+        only_holder(id, holders)
+    }
+
+    fn chain_in(&self, workflow: &str, id: &str, max_depth: usize) -> Result<Chain> {
+        validate_name(workflow)?;
         validate_id(id)?;
         // One recursive query walks parent links within the workflow. It is
         // bounded by depth rather than by cycle tracking (which costs the
@@ -317,15 +323,15 @@ impl CheckpointBackend for PgCheckpoints {
         let rows = self.db.with("walk a checkpoint lineage", |c| {
             Ok(c.query(
                 "WITH RECURSIVE lineage(id, workflow, parent, created_at, depth) AS ( \
-                   (SELECT id, workflow, parent, created_at, 1 FROM wfstate_checkpoints \
-                    WHERE id = $1 ORDER BY workflow LIMIT 1) \
+                   SELECT id, workflow, parent, created_at, 1 FROM wfstate_checkpoints \
+                    WHERE workflow = $3 AND id = $1 \
                    UNION ALL \
                    SELECT p.id, p.workflow, p.parent, p.created_at, l.depth + 1 \
                    FROM lineage l JOIN wfstate_checkpoints p \
                      ON p.id = l.parent AND p.workflow = l.workflow \
                    WHERE l.depth < $2) \
                  SELECT id, parent, created_at FROM lineage ORDER BY depth",
-                &[&id, &depth_bound],
+                &[&id, &depth_bound, &workflow],
             )?)
         })?;
         if rows.is_empty() {
