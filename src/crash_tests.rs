@@ -593,8 +593,11 @@ fn an_entry_a_dead_writer_did_not_copy_is_recovered_at_the_next_open() {
         assert_eq!(store.load("wf").unwrap().generation, before + 1);
     }
     let reopened = open(&root).unwrap();
-    assert!(one_entry_per_generation(&reopened).is_ok());
-    assert!(recovery_problems(&reopened, true).is_empty());
+    if let Err(why) = one_entry_per_generation(&reopened) {
+        panic!("{why}");
+    }
+    let problems = recovery_problems(&reopened, true);
+    assert!(problems.is_empty(), "{problems:?}");
     eprintln!("kill recovery: entries left in flight recovered at the next open");
 }
 

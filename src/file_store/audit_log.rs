@@ -867,10 +867,13 @@ impl AuditLog {
                             (p.carrier == Some(Carrier::CheckpointJournal)).then_some(workflow);
                     }
                 }
-                // Commits that dead writers left in flight. A damaged table
-                // is left for the next commit to report (exit 3): reads and
-                // `health` still work.
-                match self.settle_now(true) {
+                // Commits that dead writers left in flight, or whose copy
+                // failed (their warning says the next open copies them): a
+                // torn tail in the log, left by that failed copy, does not
+                // stop this one (appends start a fresh line after it). A
+                // damaged table is left for the next commit to report
+                // (exit 3): reads and `health` still work.
+                match self.settle_now(false) {
                     Err(Error::Integrity { .. }) => {}
                     other => other?,
                 }
