@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Scratch, code, ok, read, stdout_json, text};
+use common::{Scratch, code, link_ids, ok, read, stdout_json, text};
 use serde_json::{Value, json};
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -39,13 +39,7 @@ fn index_file(s: &Scratch, workflow: &str) -> PathBuf {
 fn chain_ids(s: &Scratch, id: &str) -> (Vec<String>, Value, String) {
     let out = s.run(&["--json", "checkpoint", "chain", id]);
     let v = stdout_json(&out);
-    let ids = v["links"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l["id"].as_str().unwrap().to_string())
-        .collect();
-    (ids, v["stopped"].clone(), text(&out.stderr))
+    (link_ids(&v), v["stopped"].clone(), text(&out.stderr))
 }
 
 fn list_ids(s: &Scratch, args: &[&str]) -> Vec<String> {

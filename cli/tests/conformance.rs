@@ -11,7 +11,8 @@
 mod common;
 
 use common::{
-    Scratch, code, lock_run, lock_status, ok, sigkill, stdout_json, text, wait_for_file, wait_until,
+    Scratch, code, link_ids, lock_run, lock_status, ok, sigkill, stdout_json, text, wait_for_file,
+    wait_until,
 };
 use serde_json::{Value, json};
 use std::process::{Child, Command, Output, Stdio};
@@ -167,13 +168,10 @@ fn checkpoints_chain_diff_restore_and_prune(s: &Scratch) {
     assert_eq!(limited.as_array().unwrap().len(), 2);
 
     let chain = json_of(s, &["checkpoint", "chain", &third]);
-    let links: Vec<&str> = chain["links"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l["id"].as_str().unwrap())
-        .collect();
-    assert_eq!(links, [&third, &second, &first]);
+    assert_eq!(
+        link_ids(&chain),
+        [third.as_str(), second.as_str(), first.as_str()]
+    );
     assert_eq!(chain["stopped"], Value::Null);
     let branch_chain = json_of(s, &["checkpoint", "chain", &branch]);
     assert_eq!(branch_chain["links"].as_array().unwrap().len(), 2);

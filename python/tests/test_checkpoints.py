@@ -1,6 +1,7 @@
 """Checkpoints, audit and health through the package."""
 
 import json
+import subprocess
 
 import pytest
 
@@ -117,3 +118,25 @@ def test_health_repair_quarantines_a_damaged_state(store, store_path):
     repaired = store.health(repair=True)
     assert repaired.repairs and not state.exists()
     assert repaired.status != "error"
+
+
+def test_checkpoint_dicts_hold_what_the_cli_shows(store, store_location, tmp_path):
+    # The native layer builds checkpoint dicts field by field (for speed):
+    # they must stay what the library serializes, which the CLI prints.
+    from test_state import cli
+
+    binary = cli()
+    if binary is None:
+        pytest.skip("no wfstate binary (run cargo build first)")
+    store.set("wf", {"phase": "build", "n": 1})
+    (tmp_path / "f.txt").write_text("x")
+    made = store.create_checkpoint("wf", message="m", decisions=["d"], files=[tmp_path / "f.txt"])
+    recorded = store.record_checkpoint(
+        "lg.t", {"any": ["payload", 1]}, {"source": "loop"}, id="1f0c5a00-0000-6000-8000-000000000001"
+    )
+    for cid in (made.id, recorded["id"]):
+        shown = subprocess.run(
+            [binary, "--store", store_location, "--json", "checkpoint", "show", cid], capture_output=True, text=True
+        )
+        assert shown.returncode == 0, shown.stderr
+        assert store._native.checkpoint(cid) == json.loads(shown.stdout)

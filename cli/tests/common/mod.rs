@@ -445,6 +445,16 @@ pub fn spawn_acking_child_with(
     (child, reader)
 }
 
+/// The checkpoint ids of a `checkpoint chain --json` answer, newest first.
+pub fn link_ids(chain: &serde_json::Value) -> Vec<String> {
+    chain["links"]
+        .as_array()
+        .expect("a chain has links")
+        .iter()
+        .map(|l| l["id"].as_str().expect("a link has an id").to_string())
+        .collect()
+}
+
 /// Prints a count a test measured, and appends it to the file
 /// `WFSTATE_TEST_COUNTS` names: `.ci/run` shows that file, since libtest
 /// hides a passing test's output. (The library's crash tests do the same.)
