@@ -154,7 +154,10 @@ impl Store {
     /// workflow's state: what a framework with its own state model (such
     /// as LangGraph) stores. Durable, audited and verified like every
     /// checkpoint.
-    pub fn record_checkpoint(&self, new: NewCheckpoint) -> Result<Checkpoint> {
+    pub fn record_checkpoint(&self, mut new: NewCheckpoint) -> Result<Checkpoint> {
+        // Metadata (if only empty) marks a recorded checkpoint
+        // (`FindQuery::recorded_only`).
+        new.metadata.get_or_insert_with(Default::default);
         self.checkpoints()?.create(new, None)
     }
 

@@ -7,7 +7,7 @@
 #[macro_use]
 mod common;
 
-use common::{Scratch, ok, stdout_json};
+use common::{Scratch, link_ids, ok, stdout_json};
 use serde_json::{Map, Value, json};
 use wfstate::checkpoint::{
     FindQuery, NewCheckpoint, ParentChoice, PendingWrite, Removal, WriteRule,
@@ -151,18 +151,30 @@ fn given_ids_payloads_and_metadata_round_trip_and_show_in_the_cli(s: &Scratch) {
     let listed = stdout_json(&s.run(&["--json", "checkpoint", "list", "lg.t1"]));
     assert_eq!(listed.as_array().map(Vec::len), Some(4), "{listed}");
     let chain = stdout_json(&s.run(&["--json", "checkpoint", "chain", &id(4)]));
-    let links: Vec<&str> = chain["links"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l["id"].as_str().unwrap())
-        .collect();
-    assert_eq!(links, [id(4), id(3), id(2), id(1)]);
+    assert_eq!(link_ids(&chain), [id(4), id(3), id(2), id(1)]);
     let shown = stdout_json(&s.run(&["--json", "checkpoint", "show", &id(2)]));
     assert_eq!(shown["payload"]["step"], 2, "{shown}");
     let audit = stdout_json(&s.run(&["--json", "audit", "log", "--event", "checkpoint_create"]));
     assert_eq!(audit.as_array().map(Vec::len), Some(4), "{audit}");
     ok(&s.run(&["health"]));
+
+    // A snapshot of the workflow's state in the same workflow is newer,
+    // and `recorded_only` leaves it out before the limit counts.
+    let snapshot = store
+        .create_checkpoint(NewCheckpoint {
+            workflow: "lg.t1".into(),
+            ..NewCheckpoint::default()
+        })
+        .unwrap();
+    let newest = |recorded_only| {
+        all(FindQuery {
+            limit: Some(1),
+            recorded_only,
+            ..Default::default()
+        })
+    };
+    assert_eq!(newest(false), [snapshot.id]);
+    assert_eq!(newest(true), [id(4)]);
 }
 
 fn a_given_id_is_never_overwritten(s: &Scratch) {

@@ -639,8 +639,9 @@ impl Store {
     }
 
     /// Checkpoints of one workflow, verified, greatest id first, each with
-    /// its pending writes under `"writes"` when `with_writes`.
-    #[pyo3(signature = (workflow, before=None, id=None, metadata=None, limit=None, with_writes=false))]
+    /// its pending writes under `"writes"` when `with_writes`; with
+    /// `recorded_only`, only those `record_checkpoint` made.
+    #[pyo3(signature = (workflow, before=None, id=None, metadata=None, limit=None, with_writes=false, recorded_only=false))]
     #[allow(clippy::too_many_arguments)]
     fn find_checkpoints<'py>(
         &self,
@@ -651,6 +652,7 @@ impl Store {
         metadata: Option<&Bound<'py, PyAny>>,
         limit: Option<usize>,
         with_writes: bool,
+        recorded_only: bool,
     ) -> PyResult<Bound<'py, PyList>> {
         let metadata = match metadata.map(to_value).transpose()? {
             None => Map::new(),
@@ -666,6 +668,7 @@ impl Store {
                     id,
                     metadata,
                     limit,
+                    recorded_only,
                 };
                 let mut found = Vec::new();
                 for cp in backend.find(&query)? {

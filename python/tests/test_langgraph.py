@@ -155,3 +155,5 @@ def test_checkpoints_of_a_thread_workflow_made_with_wfstate_tools_are_left_out(s
     assert saver.get_tuple(_config("mixed")).config == stored
     assert [t.config for t in saver.list(_config("mixed"))] == [stored]
     assert [t.config for t in saver.list(None)] == [stored]
+    # Left out before the limit counts: the newest is the hand-made one.
+    assert [t.config for t in saver.list(_config("mixed"), limit=1)] == [stored]

@@ -390,14 +390,17 @@ class Store:
         metadata: Mapping[str, Any] | None = None,
         limit: int | None = None,
         with_writes: bool = False,
+        recorded_only: bool = False,
     ) -> list[dict[str, Any]]:
         """One workflow's checkpoints, each verified (``IntegrityError`` if
         one does not), greatest id first: those before ``before``, only
         ``id``, only those whose metadata has every key of ``metadata``
-        with an equal value, at most ``limit``. With ``with_writes`` each
-        dict has its pending writes under ``"writes"``."""
+        with an equal value, only those ``record_checkpoint`` made (not
+        snapshots of the state) with ``recorded_only``, at most ``limit``.
+        With ``with_writes`` each dict has its pending writes under
+        ``"writes"``."""
         return self._native.find_checkpoints(
-            workflow, before, id, None if metadata is None else dict(metadata), limit, with_writes
+            workflow, before, id, None if metadata is None else dict(metadata), limit, with_writes, recorded_only
         )
 
     def put_writes(

@@ -90,6 +90,7 @@ class Store:
         metadata: dict[str, Any] | None = None,
         limit: int | None = None,
         with_writes: bool = False,
+        recorded_only: bool = False,
     ) -> list[dict[str, Any]]: ...
     def put_writes(self, workflow: str, id: str, writes: list[dict[str, Any]], replace: bool) -> int: ...
     def remove_checkpoints(

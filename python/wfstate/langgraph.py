@@ -122,13 +122,12 @@ class WfstateSaver(BaseCheckpointSaver[int]):
         base = _thread_base(str(thread_id))
         return [w for w in self.store.checkpoint_workflows(base) if w == base or w.startswith(base + ".")]
 
-    @staticmethod
-    def _is_langgraph(row: dict[str, Any]) -> bool:
-        """Whether a checkpoint was stored by this saver: a workflow named
-        like a thread's may also hold checkpoints made with wfstate's own
-        tools, which are not LangGraph's and are left out."""
-        payload = row.get("payload")
-        return isinstance(payload, dict) and "checkpoint" in payload and "channel_values" in payload
+    def _find(self, workflow: str, **query: Any) -> list[dict[str, Any]]:
+        """Checkpoints this saver stored in `workflow`, with their writes.
+        The workflow of a thread may also hold checkpoints made with
+        wfstate's own tools (snapshots of a state): the store leaves those
+        out before `limit` counts."""
+        return self.store.find_checkpoints(workflow, with_writes=True, recorded_only=True, **query)
 
     def _tuple(self, row: dict[str, Any]) -> CheckpointTuple:
         payload = row["payload"]
@@ -157,11 +156,7 @@ class WfstateSaver(BaseCheckpointSaver[int]):
     def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         configurable = config["configurable"]
         workflow = workflow_for(configurable["thread_id"], configurable.get("checkpoint_ns", ""))
-        rows = self.store.find_checkpoints(workflow, id=get_checkpoint_id(config), limit=1, with_writes=True)
-        if rows and not self._is_langgraph(rows[0]):
-            # The newest is not LangGraph's: look further back.
-            everything = self.store.find_checkpoints(workflow, id=get_checkpoint_id(config), with_writes=True)
-            rows = [row for row in everything if self._is_langgraph(row)][:1]
+        rows = self._find(workflow, id=get_checkpoint_id(config), limit=1)
         return self._tuple(rows[0]) if rows else None
 
     def list(
@@ -182,16 +177,13 @@ class WfstateSaver(BaseCheckpointSaver[int]):
         rows: list[dict[str, Any]] = []
         for workflow in workflows:
             rows.extend(
-                row
-                for row in self.store.find_checkpoints(
+                self._find(
                     workflow,
                     before=get_checkpoint_id(before) if before else None,
                     id=configurable.get("checkpoint_id"),
                     metadata=filter,
                     limit=limit,
-                    with_writes=True,
                 )
-                if self._is_langgraph(row)
             )
         if len(workflows) > 1:
             rows.sort(key=lambda r: r["id"], reverse=True)
@@ -264,8 +256,7 @@ class WfstateSaver(BaseCheckpointSaver[int]):
 
     def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
         for workflow in self._thread_workflows(source_thread_id):
-            rows = self.store.find_checkpoints(workflow, with_writes=True)
-            for row in reversed([r for r in rows if self._is_langgraph(r)]):
+            for row in reversed(self._find(workflow)):
                 payload = dict(row["payload"], thread_id=target_thread_id)
                 target = workflow_for(target_thread_id, payload["checkpoint_ns"])
                 self.store.record_checkpoint(

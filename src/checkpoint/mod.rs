@@ -370,11 +370,18 @@ pub struct FindQuery {
     pub metadata: Map<String, Value>,
     /// At most this many (`None`: all).
     pub limit: Option<usize>,
+    /// Only checkpoints whose content a caller recorded
+    /// ([`Store::record_checkpoint`](crate::Store::record_checkpoint)), not
+    /// snapshots of a workflow's state: a workflow may hold both.
+    pub recorded_only: bool,
 }
 
 impl FindQuery {
-    /// Whether `checkpoint` passes the metadata filter.
+    /// Whether `checkpoint` passes the filters (`recorded_only`, metadata).
     pub fn matches(&self, checkpoint: &Checkpoint) -> bool {
+        if self.recorded_only && checkpoint.metadata.is_none() {
+            return false;
+        }
         self.metadata.iter().all(|(key, wanted)| {
             checkpoint
                 .metadata

@@ -427,8 +427,16 @@ impl CheckpointBackend for PgCheckpoints {
                    AND ($2::text IS NULL OR id < $2) \
                    AND ($3::text IS NULL OR id = $3) \
                    AND ($4::text IS NULL OR metadata @> $4::text::jsonb) \
+                   AND (NOT $6 OR metadata IS NOT NULL) \
                  ORDER BY id DESC LIMIT $5",
-                &[&workflow, &query.before, &query.id, &filter, &limit],
+                &[
+                    &workflow,
+                    &query.before,
+                    &query.id,
+                    &filter,
+                    &limit,
+                    &query.recorded_only,
+                ],
             )?)
         })?;
         let mut found = Vec::with_capacity(rows.len());
