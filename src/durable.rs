@@ -834,6 +834,7 @@ pub(crate) mod sim {
         static SHARED_TRACE: RefCell<Option<SharedTrace>> = const { RefCell::new(None) };
         static PHASE_HOOK: RefCell<Option<PhaseHook>> = const { RefCell::new(None) };
         static ACK_WITHOUT_WAITING: Cell<bool> = const { Cell::new(false) };
+        static TRUST_CLAIMS: Cell<bool> = const { Cell::new(false) };
         static SKIP_ROLLBACK: Cell<bool> = const { Cell::new(false) };
     }
 
@@ -871,6 +872,17 @@ pub(crate) mod sim {
 
     pub fn mutation_acks_without_waiting() -> bool {
         ACK_WITHOUT_WAITING.with(|m| m.get())
+    }
+
+    /// A mutant for the simulator to catch: a settler that finds a slot
+    /// `Claimed` behind one still being synced takes its record for whole,
+    /// as if `Written`, without looking, and chains after it.
+    pub fn set_mutation_trust_claims(on: bool) {
+        TRUST_CLAIMS.with(|m| m.set(on));
+    }
+
+    pub fn mutation_trusts_claims() -> bool {
+        TRUST_CLAIMS.with(|m| m.get())
     }
 
     /// A mutant for the simulator to catch: recovery after a reboot keeps

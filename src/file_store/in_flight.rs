@@ -56,8 +56,14 @@ pub(crate) struct Slot {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum SlotState {
     Free,
-    /// The record is written (or being written, by the claimer that still
-    /// holds the audit lock), not known durable.
+    /// Claimed by a writer that holds the audit lock while it writes the
+    /// record. Seen by anyone else (who must hold the audit lock), the
+    /// record may not be whole: its claimer died or failed before marking
+    /// it `Written`, so a settler checks the record before anything is
+    /// chained after it.
+    Claimed,
+    /// The record is whole (its claimer wrote it before releasing the
+    /// audit lock), not known durable.
     Written,
     /// The owner's sync of the record succeeded.
     Synced,
@@ -69,6 +75,7 @@ impl SlotState {
     fn byte(self) -> u8 {
         match self {
             SlotState::Free => 0,
+            SlotState::Claimed => b'C',
             SlotState::Written => b'W',
             SlotState::Synced => b'S',
             SlotState::Failed => b'F',
@@ -78,6 +85,7 @@ impl SlotState {
     fn from_byte(byte: u8) -> Option<SlotState> {
         match byte {
             0 => Some(SlotState::Free),
+            b'C' => Some(SlotState::Claimed),
             b'W' => Some(SlotState::Written),
             b'S' => Some(SlotState::Synced),
             b'F' => Some(SlotState::Failed),
@@ -230,7 +238,7 @@ impl Table {
         Ok(snapshot)
     }
 
-    /// Claims slot `index` for `slot`, in state `Written` (under the audit
+    /// Claims slot `index` for `slot`, in state `Claimed` (under the audit
     /// lock, before the record is written: a claimer that dies in between
     /// leaves a slot whose record is missing, which settling drops).
     pub fn claim(&self, index: usize, slot: &Slot, entry_line: &str) -> Result<()> {
@@ -240,7 +248,7 @@ impl Table {
         // Names are at most 128 characters that JSON never escapes: a
         // slot's record is far below its fixed length.
         assert!(bytes.len() < META_LEN - 1, "in-flight slot too long");
-        bytes.insert(0, SlotState::Written.byte());
+        bytes.insert(0, SlotState::Claimed.byte());
         bytes.resize(META_LEN, b' ');
         if slot.entry_in_table {
             bytes.extend_from_slice(entry_line.as_bytes());
@@ -312,7 +320,7 @@ mod tests {
             .collect();
         assert_eq!(
             got,
-            [(5, SlotState::Synced, 9), (2, SlotState::Written, 10)]
+            [(5, SlotState::Synced, 9), (2, SlotState::Claimed, 10)]
         );
         assert_eq!(read.taken[0].slot, slot(9));
         assert_eq!(read.taken[0].entry.as_deref(), Some("entry nine"));

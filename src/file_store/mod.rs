@@ -373,7 +373,7 @@ impl FileBackend {
                 self.options.on_warning.as_ref(),
                 &after_the_change(
                     e,
-                    "record a synced commit in audit.in-flight",
+                    "record the commit's progress in audit.in-flight",
                     &format!(
                         "workflow {workflow:?} generation {} was saved; its log is synced \
                          again before the commit finishes",
