@@ -165,7 +165,17 @@ impl Store {
     /// generation, written under the workflow's lock, whose `origin` records
     /// the checkpoint. A checkpoint that fails verification is refused.
     pub fn restore(&self, id: &str) -> Result<(Checkpoint, StateDoc)> {
-        let checkpoint = self.checkpoints()?.get(id)?;
+        self.restore_checkpoint(self.checkpoints()?.get(id)?)
+    }
+
+    /// [`restore`](Self::restore) of checkpoint `id` of `workflow`: for an
+    /// id that a copied thread shares with another workflow.
+    pub fn restore_in(&self, workflow: &str, id: &str) -> Result<(Checkpoint, StateDoc)> {
+        self.restore_checkpoint(self.checkpoints()?.lookup(id, Some(workflow))?)
+    }
+
+    fn restore_checkpoint(&self, checkpoint: Checkpoint) -> Result<(Checkpoint, StateDoc)> {
+        let id = &checkpoint.id;
         let Some(snapshot) = &checkpoint.state else {
             return Err(Error::InvalidInput(format!(
                 "checkpoint {id} holds no state (workflow {:?} had none when it was taken)",
@@ -188,7 +198,8 @@ impl Store {
     }
 
     /// What a successor needs to take a workflow over: the checkpoint
-    /// `from` if given, else the latest of `workflow`, else the newest
+    /// `from` if given (of `workflow` when that is given too), else the
+    /// latest of `workflow`, else the newest
     /// checkpoint of the store; with its files checked against
     /// `project_root` (the folder file paths are recorded relative to).
     pub fn resume(
@@ -199,7 +210,7 @@ impl Store {
     ) -> Result<context::Resume> {
         let checkpoints = self.checkpoints()?;
         let checkpoint = match (from, workflow) {
-            (Some(id), _) => checkpoints.get(id)?,
+            (Some(id), workflow) => checkpoints.lookup(id, workflow)?,
             (None, Some(wf)) => checkpoints.latest(wf)?.ok_or_else(|| Error::NotFound {
                 what: format!("checkpoint of workflow {wf:?}"),
                 path: None,

@@ -69,10 +69,19 @@ pub(crate) enum CheckpointCommand {
         workflow: Option<String>,
     },
     /// What changed from ID_A to ID_B (state as a JSON Patch with --json)
-    Diff { id_a: String, id_b: String },
+    Diff {
+        id_a: String,
+        id_b: String,
+        /// The workflow that holds both (needed when a copied thread shares the ids)
+        #[arg(long, value_name = "WORKFLOW")]
+        workflow: Option<String>,
+    },
     /// Make a checkpoint's state the workflow's current state (a new generation)
     Restore {
         id: String,
+        /// The workflow that holds it (needed when a copied thread shares the id)
+        #[arg(long, value_name = "WORKFLOW")]
+        workflow: Option<String>,
         #[command(flatten)]
         wait: WaitArgs,
     },
@@ -210,16 +219,7 @@ pub fn run(
             Ok(outcome)
         }
         CheckpointCommand::Show { id, workflow } => {
-            let cp =
-                match &workflow {
-                    None => checkpoints.get(&id)?,
-                    Some(workflow) => checkpoints.get_in(workflow, &id)?.ok_or_else(|| {
-                        wfstate::Error::NotFound {
-                            what: format!("checkpoint {id} in workflow {workflow:?}"),
-                            path: None,
-                        }
-                    })?,
-                };
+            let cp = checkpoints.lookup(&id, workflow.as_deref())?;
             Ok(document(serde_json::to_value(&cp).expect("serializes")))
         }
         CheckpointCommand::Chain {
@@ -246,19 +246,26 @@ pub fn run(
                 text,
             ))
         }
-        CheckpointCommand::Diff { id_a, id_b } => {
-            let a = checkpoints.get(&id_a)?;
-            let b = checkpoints.get(&id_b)?;
+        CheckpointCommand::Diff {
+            id_a,
+            id_b,
+            workflow,
+        } => {
+            let a = checkpoints.lookup(&id_a, workflow.as_deref())?;
+            let b = checkpoints.lookup(&id_b, workflow.as_deref())?;
             let diff = diff_checkpoints(&a, &b);
             Ok(Outcome::ok(
                 serde_json::to_value(&diff).expect("serializes"),
                 diff.describe(),
             ))
         }
-        CheckpointCommand::Restore { id, wait } => {
+        CheckpointCommand::Restore { id, workflow, wait } => {
             // Reopen with the caller's lock timeout for the state write.
             let store = open_store(store_path, Some(&wait))?;
-            let (cp, doc) = store.restore(&id)?;
+            let (cp, doc) = match &workflow {
+                None => store.restore(&id)?,
+                Some(workflow) => store.restore_in(workflow, &id)?,
+            };
             Ok(Outcome::ok(
                 json!({"workflow": doc.workflow, "restored_from": cp.id,
                        "generation": doc.generation, "checksum": doc.checksum}),

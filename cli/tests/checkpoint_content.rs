@@ -434,6 +434,70 @@ fn one_id_may_live_in_two_workflows(s: &Scratch) {
     let wrong = s.run(&["checkpoint", "show", &id(2), "--workflow", "lg.none"]);
     assert_eq!(wrong.status.code(), Some(1), "not found");
     assert!(String::from_utf8_lossy(&wrong.stderr).contains("lg.none"));
+    // Every command that takes such an id says so, and takes --workflow:
+    // snapshots of a state under one id in two workflows (a copy made
+    // with wfstate's own tools looks the same).
+    for (workflow, n) in [("wf.a", 1), ("wf.b", 2)] {
+        store.save(workflow, json!({"n": n}), None).unwrap();
+        for step in [10, 11] {
+            store
+                .create_checkpoint(NewCheckpoint {
+                    workflow: workflow.into(),
+                    id: Some(id(step)),
+                    ..NewCheckpoint::default()
+                })
+                .unwrap();
+            store
+                .update(workflow, |d| {
+                    d["n"] = json!(d["n"].as_i64().unwrap() * 10);
+                    Ok(())
+                })
+                .unwrap();
+        }
+    }
+    for args in [
+        vec!["checkpoint", "diff", &id(10), &id(11)],
+        vec!["checkpoint", "restore", &id(10)],
+        vec!["resume", "--from", &id(10)],
+    ] {
+        let ambiguous = s.run(&args);
+        assert_eq!(ambiguous.status.code(), Some(2), "{args:?}");
+        let said = String::from_utf8_lossy(&ambiguous.stderr).to_string();
+        assert!(
+            said.contains("wf.a, wf.b") && said.contains("--workflow"),
+            "{said}"
+        );
+    }
+    let diff = stdout_json(&s.run(&[
+        "--json",
+        "checkpoint",
+        "diff",
+        &id(10),
+        &id(11),
+        "--workflow",
+        "wf.b",
+    ]));
+    assert_eq!(
+        diff["state_patch"],
+        json!([{"op": "replace", "path": "/n", "value": 20}]),
+        "{diff}"
+    );
+    let restored = stdout_json(&s.run(&[
+        "--json",
+        "checkpoint",
+        "restore",
+        &id(11),
+        "--workflow",
+        "wf.a",
+    ]));
+    assert_eq!(restored["workflow"], "wf.a", "{restored}");
+    let resumed = ok(&s.run(&["resume", "wf.b", "--from", &id(10)]));
+    assert!(
+        resumed.contains("wf.b") && !resumed.contains("wf.a"),
+        "{resumed}"
+    );
+    assert_eq!(store.load("wf.a").unwrap().data["n"], 10);
+    assert_eq!(store.load("wf.b").unwrap().data["n"], 200, "untouched");
     cps.remove("lg.src", &Removal::All).unwrap();
     let q = FindQuery {
         workflow: "lg.dst".into(),

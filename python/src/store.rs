@@ -406,37 +406,40 @@ impl Store {
         serialized(py, &entries)
     }
 
-    fn checkpoint<'py>(&self, py: Python<'py>, id: &str) -> PyResult<Bound<'py, PyAny>> {
+    #[pyo3(signature = (id, workflow=None))]
+    fn checkpoint<'py>(
+        &self,
+        py: Python<'py>,
+        id: &str,
+        workflow: Option<&str>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let checkpoint = py
-            .detach(|| self.main.checkpoints()?.get(id))
+            .detach(|| self.main.checkpoints()?.lookup(id, workflow))
             .or_raise(py)?;
         Self::checkpoint_dict(py, &checkpoint)
     }
 
     /// The lineage of `id`, newest first, each checkpoint verified.
-    #[pyo3(signature = (id, max_depth=None))]
+    #[pyo3(signature = (id, max_depth=None, workflow=None))]
     fn chain<'py>(
         &self,
         py: Python<'py>,
         id: &str,
         max_depth: Option<usize>,
+        workflow: Option<&str>,
     ) -> PyResult<Bound<'py, PyList>> {
         let checkpoints = py
             .detach(|| {
                 let backend = self.main.checkpoints()?;
-                let workflow = backend.workflow_of(id)?;
+                let workflow = match workflow {
+                    Some(workflow) => workflow.to_string(),
+                    None => backend.workflow_of(id)?,
+                };
                 let chain = backend.chain_in(&workflow, id, max_depth.unwrap_or(usize::MAX))?;
                 chain
                     .links
                     .iter()
-                    .map(|link| {
-                        backend
-                            .get_in(&workflow, &link.id)?
-                            .ok_or_else(|| Error::NotFound {
-                                what: format!("checkpoint {} in workflow {workflow:?}", link.id),
-                                path: None,
-                            })
-                    })
+                    .map(|link| backend.lookup(&link.id, Some(&workflow)))
                     .collect::<wfstate::Result<Vec<_>>>()
             })
             .or_raise(py)?;
@@ -447,23 +450,48 @@ impl Store {
         Ok(list)
     }
 
-    /// The state of `b` as an RFC 6902 patch against the state of `a`.
-    fn diff<'py>(&self, py: Python<'py>, a: &str, b: &str) -> PyResult<Bound<'py, PyAny>> {
+    /// The state of `b` as an RFC 6902 patch against the state of `a`
+    /// (both of `workflow` when given: needed for ids a copied thread
+    /// shares).
+    #[pyo3(signature = (a, b, workflow=None))]
+    fn diff<'py>(
+        &self,
+        py: Python<'py>,
+        a: &str,
+        b: &str,
+        workflow: Option<&str>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let diff = py
             .detach(|| {
                 let backend = self.main.checkpoints()?;
-                Ok(diff_checkpoints(&backend.get(a)?, &backend.get(b)?))
+                Ok(diff_checkpoints(
+                    &backend.lookup(a, workflow)?,
+                    &backend.lookup(b, workflow)?,
+                ))
             })
             .or_raise(py)?;
         serialized(py, &diff.state_patch)
     }
 
-    /// Makes checkpoint `id`'s state the workflow's current state.
-    #[pyo3(signature = (id, timeout=Some(60.0)))]
-    fn restore<'py>(&self, py: Python<'py>, id: &str, timeout: Option<f64>) -> PyResult<State> {
+    /// Makes checkpoint `id`'s state the workflow's current state (`id` of
+    /// `workflow` when given: needed for an id a copied thread shares).
+    #[pyo3(signature = (id, timeout=Some(60.0), workflow=None))]
+    fn restore<'py>(
+        &self,
+        py: Python<'py>,
+        id: &str,
+        timeout: Option<f64>,
+        workflow: Option<&str>,
+    ) -> PyResult<State> {
         let timeout = seconds(py, timeout)?;
         let (_, doc) = py
-            .detach(|| self.with_timeout(timeout)?.restore(id))
+            .detach(|| {
+                let store = self.with_timeout(timeout)?;
+                match workflow {
+                    None => store.restore(id),
+                    Some(workflow) => store.restore_in(workflow, id),
+                }
+            })
             .or_raise(py)?;
         issue_warnings(py)?;
         State::of(py, &doc)

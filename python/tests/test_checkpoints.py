@@ -48,6 +48,29 @@ def test_create_list_show_chain_diff_restore(store, tmp_path):
     assert restored.generation == 3
 
 
+def test_an_id_two_workflows_share_needs_its_workflow_named(store):
+    # A copied LangGraph thread keeps its checkpoint ids.
+    a, b = "1f0c5a00-0000-6000-8000-00000000000a", "1f0c5a00-0000-6000-8000-00000000000b"
+    for workflow in ("lg.src", "lg.dst"):
+        store.record_checkpoint(workflow, {"step": 1}, {"step": 1}, id=a)
+        store.record_checkpoint(workflow, {"step": 2}, {"step": 2}, id=b, parent=a)
+    for call in (
+        lambda: store.checkpoint(b),
+        lambda: store.chain(b),
+        lambda: store.diff(a, b),
+        lambda: store.restore(b),
+    ):
+        with pytest.raises(wfstate.InvalidInputError, match="lg.dst, lg.src"):
+            call()
+    assert store.checkpoint(b, workflow="lg.dst").workflow == "lg.dst"
+    assert [c.workflow for c in store.chain(b, workflow="lg.src")] == ["lg.src", "lg.src"]
+    assert store.diff(a, b, workflow="lg.dst") == []  # recorded, so no state to compare
+    with pytest.raises(wfstate.InvalidInputError, match='holds no state.*"lg.dst"'):
+        store.restore(b, workflow="lg.dst")
+    with pytest.raises(wfstate.NotFoundError, match="lg.none"):
+        store.checkpoint(b, workflow="lg.none")
+
+
 def test_prune_keeps_the_latest_and_says_what_it_removed(store):
     store.set("wf", {"n": 0})
     ids = [store.create_checkpoint("wf", message=str(i)).id for i in range(5)]

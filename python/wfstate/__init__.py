@@ -324,22 +324,26 @@ class Store:
         """Checkpoints, newest first; ``before`` pages to older ones."""
         return [CheckpointInfo(**row) for row in self._native.checkpoints(workflow, phase, limit, before)]
 
-    def checkpoint(self, checkpoint_id: str) -> Checkpoint:
+    # `workflow` below names the workflow that holds the checkpoint: needed
+    # only for an id that several workflows hold (a copied LangGraph
+    # thread keeps its ids), which is otherwise an InvalidInputError.
+
+    def checkpoint(self, checkpoint_id: str, *, workflow: str | None = None) -> Checkpoint:
         """One checkpoint, verified."""
-        return Checkpoint._from_dict(self._native.checkpoint(checkpoint_id))
+        return Checkpoint._from_dict(self._native.checkpoint(checkpoint_id, workflow))
 
-    def chain(self, checkpoint_id: str, max_depth: int | None = None) -> list[Checkpoint]:
+    def chain(self, checkpoint_id: str, max_depth: int | None = None, *, workflow: str | None = None) -> list[Checkpoint]:
         """The lineage of a checkpoint, newest first."""
-        return [Checkpoint._from_dict(d) for d in self._native.chain(checkpoint_id, max_depth)]
+        return [Checkpoint._from_dict(d) for d in self._native.chain(checkpoint_id, max_depth, workflow)]
 
-    def diff(self, a_id: str, b_id: str) -> list[dict[str, Any]]:
+    def diff(self, a_id: str, b_id: str, *, workflow: str | None = None) -> list[dict[str, Any]]:
         """The RFC 6902 operations that turn checkpoint a's state into b's."""
-        return self._native.diff(a_id, b_id)
+        return self._native.diff(a_id, b_id, workflow)
 
-    def restore(self, checkpoint_id: str, *, timeout: float | None = 60.0) -> State:
+    def restore(self, checkpoint_id: str, *, timeout: float | None = 60.0, workflow: str | None = None) -> State:
         """Makes the checkpoint's state the workflow's current state (a new
         generation that records where it came from)."""
-        return self._native.restore(checkpoint_id, timeout)
+        return self._native.restore(checkpoint_id, timeout, workflow)
 
     def prune(
         self,

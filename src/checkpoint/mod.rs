@@ -612,6 +612,18 @@ pub trait CheckpointBackend: Send + Sync {
     fn rebuild_index(&self, workflow: &str, reason: &str) -> Result<usize>;
     /// The verified checkpoint `id` of `workflow`, if it exists.
     fn get_in(&self, workflow: &str, id: &str) -> Result<Option<Checkpoint>>;
+    /// The verified checkpoint `id`: of `workflow` when given (needed when
+    /// a copied thread shares the id), else of the one workflow that holds
+    /// it ([`get`](Self::get)).
+    fn lookup(&self, id: &str, workflow: Option<&str>) -> Result<Checkpoint> {
+        match workflow {
+            None => self.get(id),
+            Some(workflow) => self.get_in(workflow, id)?.ok_or_else(|| Error::NotFound {
+                what: format!("checkpoint {id} in workflow {workflow:?}"),
+                path: None,
+            }),
+        }
+    }
     /// Checkpoints of one workflow, verified, greatest id first.
     fn find(&self, query: &FindQuery) -> Result<Vec<Checkpoint>>;
     /// Stores pending writes against checkpoint `id` of `workflow`, durably
