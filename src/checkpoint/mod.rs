@@ -340,7 +340,7 @@ pub(crate) fn only_holder(id: &str, mut holders: Vec<String>) -> Result<String> 
         1 => Ok(holders.remove(0)),
         _ => Err(Error::InvalidInput(format!(
             "checkpoint {id} is in several workflows ({}), copies of one thread: name the \
-             workflow (--workflow)",
+             workflow (--workflow; workflow= in Python)",
             holders.join(", ")
         ))),
     }
