@@ -100,8 +100,12 @@ pub(crate) fn holds(path: &Path, line: &[u8]) -> Result<bool> {
 /// the journal carries for it (`carried`, in order, with newlines) must be
 /// in the file after every line that was already durable. In the file
 /// after a crash may be anything of them, torn or not; lines that verify
-/// and are not carried were synced earlier. Rewrites the file durably if it
-/// is not `kept ++ carried`; otherwise returns it for the caller to sync.
+/// and are not carried were synced earlier, so they come first. Rewrites
+/// the file durably if it is not `kept ++ carried`; otherwise returns it
+/// for the caller to sync. A line that does not verify is dropped only as
+/// what a crash left of a carried line: one that follows a durable line's
+/// place, or a file holding every carried line whole besides, is damage
+/// (an integrity error, the file left as it is).
 pub(crate) fn settle(
     path: &Path,
     workflow: &str,
@@ -114,14 +118,54 @@ pub(crate) fn settle(
     };
     let complete = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
     let mut wanted: Vec<u8> = Vec::with_capacity(complete);
-    for line in bytes[..complete].split_inclusive(|&b| b == b'\n') {
+    // The first line that is carried or does not verify: every durable
+    // line comes before it.
+    let mut first_new = None;
+    let mut unverified = None;
+    for (n, line) in bytes[..complete]
+        .split_inclusive(|&b| b == b'\n')
+        .enumerate()
+    {
         let body = &line[..line.len() - 1];
-        let earlier = !body.is_empty()
-            && !carried.iter().any(|c| c.as_slice() == line)
-            && decode_writes(body, path, workflow, id).is_ok();
-        if earlier {
-            wanted.extend_from_slice(line);
+        if body.is_empty() {
+            continue;
         }
+        let is_carried = carried.iter().any(|c| c.as_slice() == line);
+        let verifies = is_carried || decode_writes(body, path, workflow, id).is_ok();
+        if verifies && !is_carried {
+            if let Some(first) = first_new {
+                return Err(Error::integrity(
+                    path,
+                    format!(
+                        "line {} was durable, yet follows line {first}, which is not: the file \
+                         is damaged",
+                        n + 1
+                    ),
+                ));
+            }
+            wanted.extend_from_slice(line);
+            continue;
+        }
+        first_new.get_or_insert(n + 1);
+        if !verifies {
+            unverified.get_or_insert(n + 1);
+        }
+    }
+    let all_carried_whole = carried.iter().all(|c| {
+        bytes[..complete]
+            .split_inclusive(|&b| b == b'\n')
+            .any(|l| l == c.as_slice())
+    });
+    if let Some(n) = unverified
+        && all_carried_whole
+    {
+        return Err(Error::integrity(
+            path,
+            format!(
+                "line {n} does not verify, and is not what a crash left of a journal record \
+                 (they are all in the file whole)"
+            ),
+        ));
     }
     for line in carried {
         wanted.extend_from_slice(line);
@@ -155,5 +199,71 @@ pub(crate) fn append(
     match append_at {
         None => durable::create_synced(path, &line),
         Some(at) => durable::write_at_synced(path, at, &line),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn batch(task: &str) -> Vec<PendingWrite> {
+        vec![PendingWrite {
+            task_id: task.into(),
+            idx: 0,
+            channel: "ch".into(),
+            value: json!("v"),
+            task_path: String::new(),
+        }]
+    }
+
+    const WF: &str = "lg.t";
+    const ID: &str = "1f0c5a00-0000-6000-8000-000000000001";
+
+    /// A file of `lines`, settled against `carried`; returns the outcome
+    /// and the file's bytes after it.
+    fn settled(lines: &[&[u8]], carried: &[Vec<u8>]) -> (Result<()>, Vec<u8>) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(format!("{ID}{SUFFIX}"));
+        std::fs::write(&path, lines.concat()).unwrap();
+        let outcome = settle(&path, WF, ID, carried).map(drop);
+        (outcome, std::fs::read(&path).unwrap())
+    }
+
+    fn damaged(line: &[u8]) -> Vec<u8> {
+        let mut line = line.to_vec();
+        line[20] ^= 1;
+        line
+    }
+
+    #[test]
+    fn a_torn_carried_line_is_rewritten_from_the_journal() {
+        let durable = line_of(WF, ID, &batch("a"));
+        let carried = line_of(WF, ID, &batch("b"));
+        let torn = damaged(&carried);
+        let (outcome, after) = settled(&[&durable, &torn], std::slice::from_ref(&carried));
+        outcome.unwrap();
+        assert_eq!(after, [durable, carried].concat());
+    }
+
+    #[test]
+    fn a_damaged_durable_line_is_an_error_and_stays() {
+        let durable = line_of(WF, ID, &batch("a"));
+        let carried = line_of(WF, ID, &batch("b"));
+        // Every carried line is whole: the bad line is not a crash's.
+        let before = [damaged(&durable), carried.clone()].concat();
+        let (outcome, after) = settled(&[&before], std::slice::from_ref(&carried));
+        assert!(
+            matches!(outcome, Err(Error::Integrity { .. })),
+            "{outcome:?}"
+        );
+        assert_eq!(after, before, "left as it was");
+        // A durable line after one that is not: damage too.
+        let later = line_of(WF, ID, &batch("c"));
+        let before = [damaged(&durable), later].concat();
+        let (outcome, after) = settled(&[&before], std::slice::from_ref(&carried));
+        let said = outcome.unwrap_err().to_string();
+        assert!(said.contains("line 2 was durable"), "{said}");
+        assert_eq!(after, before, "left as it was");
     }
 }
