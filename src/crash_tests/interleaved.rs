@@ -21,7 +21,9 @@ const WORKFLOWS: [&str; 3] = ["a", "b", "c"];
 /// Lets each writer take its steps in the schedule's order.
 struct Conductor {
     schedule: Vec<Step>,
-    at: Mutex<usize>,
+    /// How far the schedule has got, and the writers whose update failed
+    /// (their steps are skipped).
+    at: Mutex<Progress>,
     turn: Condvar,
     trace: sim::SharedTrace,
     /// Where in the trace each writer's update returned success.
@@ -39,22 +41,43 @@ impl Conductor {
     fn wait_for(&self, step: Step) {
         let deadline = Instant::now() + Duration::from_secs(60);
         let mut at = self.at.lock().unwrap();
-        while self.schedule.get(*at) != Some(&step) {
+        while self.schedule.get(at.step) != Some(&step) {
             let left = deadline.saturating_duration_since(Instant::now());
             assert!(
                 !left.is_zero(),
                 "schedule {:?} stuck at step {} while {step:?} waits",
                 self.schedule,
-                *at
+                at.step
             );
             at = self.turn.wait_timeout(at, left).unwrap().0;
         }
     }
 
     fn step_done(&self) {
-        *self.at.lock().unwrap() += 1;
+        self.advance(None);
+    }
+
+    /// Moves past the step just taken, or (`failed`: that writer's update
+    /// returned an error) past every step of that writer left.
+    fn advance(&self, failed: Option<usize>) {
+        let mut at = self.at.lock().unwrap();
+        match failed {
+            Some(w) => at.stopped.push(w),
+            None => at.step += 1,
+        }
+        while let Some((w, _)) = self.schedule.get(at.step)
+            && at.stopped.contains(w)
+        {
+            at.step += 1;
+        }
         self.turn.notify_all();
     }
+}
+
+#[derive(Default)]
+struct Progress {
+    step: usize,
+    stopped: Vec<usize>,
 }
 
 /// Every order of the two writers' steps in which `a` begins first and no
@@ -149,11 +172,7 @@ fn run_writer(root: &Path, conductor: Arc<Conductor>, w: usize, how: Writer) {
             let at = conductor.trace.lock().unwrap().len();
             let failed = format!("writer {} failed: {e}", WORKFLOWS[w]);
             conductor.failed.lock().unwrap().push((at, failed));
-            let mut at = conductor.at.lock().unwrap();
-            while conductor.schedule.get(*at).is_some_and(|(x, _)| *x == w) {
-                *at += 1;
-            }
-            conductor.turn.notify_all();
+            conductor.advance(Some(w));
         }
         Err(_) if how.dies_after_writing || how.dies_after_claiming => conductor.step_done(),
         Err(panic) => std::panic::resume_unwind(panic),
@@ -182,7 +201,7 @@ fn explore_schedule(schedule: Vec<Step>, writers: &[Writer], seed: u64) -> Explo
     let initial = Tree::snapshot(&root);
     let conductor = Arc::new(Conductor {
         schedule,
-        at: Mutex::new(0),
+        at: Mutex::default(),
         turn: Condvar::new(),
         trace: Arc::default(),
         acked: Mutex::new(vec![None; writers.len()]),
